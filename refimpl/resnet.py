@@ -1,0 +1,190 @@
+"""ResNet-50 (He et al., 2016) as plain functions over a params mapping.
+
+One implementation serves both models: the classifier `microsoft/resnet-50` (transformers' ResNet
+layout) and DETR's backbone (timm's layout in the hub's `main` revision, transformers' in
+`no_timm`). The two layouts differ only in names, so the forward takes a `ResNetNames` that maps
+each layer to its checkpoint key; every traced intermediate is named after its module path.
+
+    stem:  conv 7x7/2 -> BN -> ReLU -> max pool 3x3/2
+    4 stages of [3, 4, 6, 3] bottlenecks; each bottleneck:
+           1x1 reduce -> BN -> ReLU -> 3x3 (stride here) -> BN -> ReLU -> 1x1 expand -> BN
+           + shortcut (1x1/stride conv + BN on a stage's first block, identity otherwise) -> ReLU
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import ops
+
+DEPTHS = (3, 4, 6, 3)
+WIDTHS = (256, 512, 1024, 2048)  # output channels of each stage; the bottleneck is a quarter
+STEM_WIDTH = 64
+BN_EPS = 1e-5  # nn.BatchNorm2d's default and DETR's frozen BN's constant
+
+
+@dataclass(frozen=True)
+class Block:
+    """Checkpoint names of one bottleneck: three conv/BN pairs and an optional shortcut pair."""
+
+    name: str
+    convs: tuple
+    norms: tuple
+    shortcut: tuple | None  # (conv, norm) or None for identity
+
+
+@dataclass(frozen=True)
+class ResNetNames:
+    """Where each ResNet layer lives in a checkpoint (a prefix plus one of two naming schemes)."""
+
+    prefix: str
+    scheme: str  # "transformers" or "timm"
+
+    def stem(self):
+        """(conv, norm, stem output name, max pool output name)."""
+        p = self.prefix
+        if self.scheme == "timm":
+            return p + "conv1", p + "bn1", p + "act1", p + "maxpool"
+        return p + "embedder.embedder.convolution", p + "embedder.embedder.normalization", p + "embedder.embedder", p + "embedder"
+
+    def stage(self, s):
+        return f"{self.prefix}layer{s + 1}" if self.scheme == "timm" else f"{self.prefix}encoder.stages.{s}"
+
+    def block(self, s, i):
+        if self.scheme == "timm":
+            b = f"{self.stage(s)}.{i}"
+            convs = tuple(f"{b}.conv{j}" for j in (1, 2, 3))
+            norms = tuple(f"{b}.bn{j}" for j in (1, 2, 3))
+            shortcut = (f"{b}.downsample.0", f"{b}.downsample.1")
+        else:
+            b = f"{self.stage(s)}.layers.{i}"
+            convs = tuple(f"{b}.layer.{j}.convolution" for j in range(3))
+            norms = tuple(f"{b}.layer.{j}.normalization" for j in range(3))
+            shortcut = (f"{b}.shortcut.convolution", f"{b}.shortcut.normalization")
+        return Block(b, convs, norms, shortcut if i == 0 else None)
+
+
+CLASSIFIER_NAMES = ResNetNames("resnet.", "transformers")
+
+
+def conv_bn(params, conv, norm, x, stride=1, padding=0):
+    """Convolution without bias followed by frozen batch norm. x: (N, C, H, W)."""
+    y = ops.conv2d(x, params[conv + ".weight"], stride=stride, padding=padding)
+    return ops.batch_norm(
+        y,
+        params[norm + ".weight"],
+        params[norm + ".bias"],
+        params[norm + ".running_mean"],
+        params[norm + ".running_var"],
+        BN_EPS,
+    )
+
+
+def stem(params, names, x, trace=None):
+    """(N, 3, H, W) -> (N, 64, H/4, W/4)."""
+    conv, norm, out_name, pool_name = names.stem()
+    x = ops.relu(conv_bn(params, conv, norm, x, stride=2, padding=3))
+    _record(trace, out_name, x)
+    x = ops.max_pool2d(x, kernel=3, stride=2, padding=1)
+    _record(trace, pool_name, x)
+    return x
+
+
+def bottleneck(params, block, x, stride):
+    """One bottleneck block; the stride sits on the 3x3 conv (ResNet v1.5, as both checkpoints)."""
+    h = ops.relu(conv_bn(params, block.convs[0], block.norms[0], x))
+    h = ops.relu(conv_bn(params, block.convs[1], block.norms[1], h, stride=stride, padding=1))
+    h = conv_bn(params, block.convs[2], block.norms[2], h)
+    shortcut = x if block.shortcut is None else conv_bn(params, *block.shortcut, x, stride=stride)
+    return ops.relu(h + shortcut)
+
+
+def backbone(params, names, x, trace=None, depths=DEPTHS):
+    """Stem and four stages. x: (N, 3, H, W) -> list of the four stage outputs,
+    (N, 256, H/4, W/4), (N, 512, H/8, W/8), (N, 1024, H/16, W/16), (N, 2048, H/32, W/32)."""
+    x = stem(params, names, x, trace)
+    features = []
+    for s, depth in enumerate(depths):
+        for i in range(depth):
+            block = names.block(s, i)
+            # The first stage keeps the resolution (the max pool already halved it).
+            stride = 2 if (i == 0 and s > 0) else 1
+            x = bottleneck(params, block, x, stride)
+            _record(trace, block.name, x)
+        _record(trace, names.stage(s), x)
+        features.append(x)
+    return features
+
+
+def classify(params, pixel_values, trace=None):
+    """ResNetForImageClassification. pixel_values: (N, 3, H, W) -> logits (N, num_labels)."""
+    _record(trace, "pixel_values", pixel_values)
+    features = backbone(params, CLASSIFIER_NAMES, pixel_values, trace)
+    pooled = ops.global_avg_pool(features[-1])  # (N, 2048, 1, 1)
+    _record(trace, "resnet.pooler", pooled)
+    logits = ops.linear(pooled.reshape(pooled.shape[0], -1), params["classifier.1.weight"], params["classifier.1.bias"])
+    _record(trace, "classifier.1", logits)
+    return logits
+
+
+def _record(trace, name, value):
+    if trace is not None:
+        trace[name] = value
+
+
+# --- the checkpoint's expected layout ---------------------------------------------------------
+
+def _bn_shapes(name, c):
+    return {f"{name}.{k}": (c,) for k in ("weight", "bias", "running_mean", "running_var")}
+
+
+def backbone_shapes(names, depths=DEPTHS, widths=WIDTHS, stem_width=STEM_WIDTH):
+    """{key: shape} of every backbone tensor under `names`."""
+    conv, norm, _, _ = names.stem()
+    shapes = {conv + ".weight": (stem_width, 3, 7, 7), **_bn_shapes(norm, stem_width)}
+    c_in = stem_width
+    for s, (depth, c_out) in enumerate(zip(depths, widths)):
+        mid = c_out // 4
+        for i in range(depth):
+            block = names.block(s, i)
+            kernels = [(mid, c_in, 1, 1), (mid, mid, 3, 3), (c_out, mid, 1, 1)]
+            for conv, norm, k in zip(block.convs, block.norms, kernels):
+                shapes[conv + ".weight"] = k
+                shapes.update(_bn_shapes(norm, k[0]))
+            if block.shortcut is not None:
+                shapes[block.shortcut[0] + ".weight"] = (c_out, c_in, 1, 1)
+                shapes.update(_bn_shapes(block.shortcut[1], c_out))
+            c_in = c_out
+    return shapes
+
+
+def check_config(config):
+    """Refuse configs this implementation does not compute (it is ResNet-50 v1.5, nothing else)."""
+    from .errors import CheckpointMismatchError
+
+    wanted = {
+        "depths": list(DEPTHS),
+        "hidden_sizes": list(WIDTHS),
+        "embedding_size": STEM_WIDTH,
+        "layer_type": "bottleneck",
+        "hidden_act": "relu",
+        "downsample_in_first_stage": False,
+        "downsample_in_bottleneck": False,
+    }
+    for key, value in wanted.items():
+        if key in config and config[key] != value:
+            raise CheckpointMismatchError(f"config.json: {key}={config[key]!r}, refimpl implements ResNet-50 with {key}={value!r}")
+
+
+def classifier_shapes(config):
+    """{key: shape} of microsoft/resnet-50's checkpoint (ResNetForImageClassification)."""
+    check_config(config)
+    num_labels = len(config.get("id2label", {})) or config.get("num_labels", 1000)
+    shapes = backbone_shapes(CLASSIFIER_NAMES)
+    shapes["classifier.1.weight"] = (num_labels, WIDTHS[-1])
+    shapes["classifier.1.bias"] = (num_labels,)
+    return shapes
+
+
+def num_params(shapes):
+    return int(sum(np.prod(s) for s in shapes.values()))
