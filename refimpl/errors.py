@@ -54,6 +54,12 @@ class UnknownModelError(RefimplError):
     status = 404
 
 
+# --- preprocessing ------------------------------------------------------------------------------
+
+class PreprocessorConfigError(RefimplError):
+    """A preprocessor_config.json refimpl cannot follow exactly (missing key, unknown resample, ...)."""
+
+
 # --- weights ------------------------------------------------------------------------------------
 
 class WeightsError(RefimplError):

@@ -31,6 +31,8 @@ class Block:
     convs: tuple
     norms: tuple
     shortcut: tuple | None  # (conv, norm) or None for identity
+    steps: tuple  # trace names of the three conv-BN(-ReLU) outputs
+    shortcut_out: str  # trace name of the projected shortcut
 
 
 @dataclass(frozen=True)
@@ -56,12 +58,14 @@ class ResNetNames:
             convs = tuple(f"{b}.conv{j}" for j in (1, 2, 3))
             norms = tuple(f"{b}.bn{j}" for j in (1, 2, 3))
             shortcut = (f"{b}.downsample.0", f"{b}.downsample.1")
+            steps, shortcut_out = (f"{b}.act1", f"{b}.act2", f"{b}.bn3"), f"{b}.downsample"
         else:
             b = f"{self.stage(s)}.layers.{i}"
             convs = tuple(f"{b}.layer.{j}.convolution" for j in range(3))
             norms = tuple(f"{b}.layer.{j}.normalization" for j in range(3))
             shortcut = (f"{b}.shortcut.convolution", f"{b}.shortcut.normalization")
-        return Block(b, convs, norms, shortcut if i == 0 else None)
+            steps, shortcut_out = tuple(f"{b}.layer.{j}" for j in range(3)), f"{b}.shortcut"
+        return Block(b, convs, norms, shortcut if i == 0 else None, steps, shortcut_out)
 
 
 CLASSIFIER_NAMES = ResNetNames("resnet.", "transformers")
@@ -90,12 +94,20 @@ def stem(params, names, x, trace=None):
     return x
 
 
-def bottleneck(params, block, x, stride):
-    """One bottleneck block; the stride sits on the 3x3 conv (ResNet v1.5, as both checkpoints)."""
+def bottleneck(params, block, x, stride, trace=None):
+    """One bottleneck block; the stride sits on the 3x3 conv (ResNet v1.5, as both checkpoints).
+    x: (N, C, H, W) -> (N, C_out, H/stride, W/stride)."""
     h = ops.relu(conv_bn(params, block.convs[0], block.norms[0], x))
+    _record(trace, block.steps[0], h)
     h = ops.relu(conv_bn(params, block.convs[1], block.norms[1], h, stride=stride, padding=1))
+    _record(trace, block.steps[1], h)
     h = conv_bn(params, block.convs[2], block.norms[2], h)
-    shortcut = x if block.shortcut is None else conv_bn(params, *block.shortcut, x, stride=stride)
+    _record(trace, block.steps[2], h)
+    if block.shortcut is None:
+        shortcut = x
+    else:
+        shortcut = conv_bn(params, *block.shortcut, x, stride=stride)
+        _record(trace, block.shortcut_out, shortcut)
     return ops.relu(h + shortcut)
 
 
@@ -109,7 +121,7 @@ def backbone(params, names, x, trace=None, depths=DEPTHS):
             block = names.block(s, i)
             # The first stage keeps the resolution (the max pool already halved it).
             stride = 2 if (i == 0 and s > 0) else 1
-            x = bottleneck(params, block, x, stride)
+            x = bottleneck(params, block, x, stride, trace)
             _record(trace, block.name, x)
         _record(trace, names.stage(s), x)
         features.append(x)

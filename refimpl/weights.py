@@ -80,7 +80,13 @@ def _download(repo_id, revision):
     try:
         # snapshot_download shows a progress bar and reuses the cache; HF_HUB_OFFLINE=1 makes it
         # answer from the cache only.
-        folder = snapshot_download(repo_id, revision=revision, allow_patterns=list(CHECKPOINT_FILES))
+        folder = snapshot_download(
+            repo_id,
+            revision=revision,
+            allow_patterns=list(CHECKPOINT_FILES),
+            cache_dir=_cache_dir(),
+            local_files_only=_offline(),
+        )
     except Exception as e:  # the hub raises many types (HTTP, offline, not found): one message for all
         raise WeightsNotFoundError(
             f"could not get {repo_id!r} at revision {revision!r} from the Hugging Face Hub "
@@ -91,6 +97,19 @@ def _download(repo_id, revision):
     folder = Path(folder)
     # The cache lays snapshots out as .../snapshots/<commit>/: the folder name is the commit.
     return folder, folder.name
+
+
+def _cache_dir():
+    """The hub cache as the environment says *now* (huggingface_hub reads it once, at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    return None  # the library's default (~/.cache/huggingface/hub)
+
+
+def _offline():
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def sha256_file(path, chunk=1 << 22):

@@ -1,0 +1,21 @@
+"""refimpl classify IMAGE: top-k ImageNet classes as the hosted @cf/microsoft/resnet-50 returns them."""
+
+from .common import add_weights_options, print_json
+
+
+def register(sub):
+    p = sub.add_parser("classify", help="classify an image with ResNet-50 (prints JSON)", description=__doc__)
+    p.add_argument("image", help="image file (JPEG, PNG, WebP, GIF, BMP, TIFF)")
+    add_weights_options(p, "REFIMPL_RESNET50_WEIGHTS")
+    p.add_argument("--top-k", type=int, default=5, help="number of classes (default 5)")
+    p.add_argument("--labels", choices=["seed", "raw"], default="seed",
+                   help="seed: 'PERSIAN CAT' (hosted API style, default); raw: config.json id2label text")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from ..api import load_resnet50
+
+    model = load_resnet50(args.weights, args.revision, args.dtype)
+    print_json(model(args.image, top_k=args.top_k, labels=args.labels))
+    return 0

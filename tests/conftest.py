@@ -1,0 +1,65 @@
+"""Session fixtures: synthesized checkpoints (built once per test session, in a temp dir) and the
+reference stack's versions in the report header."""
+
+import os
+
+import pytest
+
+from synth import build_resnet50
+
+# Fixtures that belong to one part of the suite live in their own modules, imported here so that
+# every test file can use them.
+from fixtures_detr import *  # noqa: E402,F401,F403
+from fixtures_contract import *  # noqa: E402,F401,F403
+
+REFERENCE_STACK = ("numpy", "torch", "torchvision", "transformers", "timm", "pillow", "safetensors", "hypothesis")
+
+
+def pytest_report_header(config):
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in REFERENCE_STACK:
+        try:
+            found.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    blas = [f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ]
+    return ["reference stack: " + ", ".join(found), "BLAS environment: " + (", ".join(blas) or "(none set)")]
+
+
+def pytest_terminal_summary(terminalreporter):
+    import json
+
+    import report
+
+    if not report.ROWS:
+        return
+    terminalreporter.section("per-layer errors against the reference (worst case per layer)")
+    for line in report.summary_lines():
+        terminalreporter.write_line(line)
+    if os.environ.get("REFIMPL_ERROR_REPORT"):
+        with open(os.environ["REFIMPL_ERROR_REPORT"], "w") as f:
+            json.dump(report.ROWS, f, indent=1)
+
+
+@pytest.fixture(scope="session")
+def resnet50_dir(tmp_path_factory):
+    """A folder with model.safetensors, config.json, preprocessor_config.json of a synthesized
+    microsoft/resnet-50 (official architecture and layout, calibrated random weights)."""
+    return build_resnet50(tmp_path_factory.mktemp("resnet-50"))
+
+
+@pytest.fixture(scope="session")
+def resnet50(resnet50_dir):
+    from refimpl.api import load_resnet50
+
+    return load_resnet50(resnet50_dir)
+
+
+@pytest.fixture(scope="session")
+def resnet50_hf(resnet50_dir):
+    """transformers' ResNetForImageClassification on the same checkpoint, eval mode, float32."""
+    from transformers import ResNetForImageClassification
+
+    return ResNetForImageClassification.from_pretrained(resnet50_dir).eval()

@@ -1,0 +1,1 @@
+"""Contract/server session fixtures (owned by the contract work)."""

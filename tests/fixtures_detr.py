@@ -1,0 +1,1 @@
+"""DETR session fixtures (owned by the DETR work)."""
