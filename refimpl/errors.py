@@ -79,3 +79,89 @@ class CheckpointMismatchError(WeightsError):
 
 class BadWeightsFileError(WeightsError):
     """The file is not a valid safetensors file (truncated, pickle, garbage)."""
+
+
+# --- run() and the REST contract (refimpl/contract.py, refimpl/server.py) ---------------------
+# One class per way a `{"image": [...]}` payload can be wrong, so callers can tell them apart
+# without parsing messages. All are InvalidInputError: HTTP 400, code 5004 ("Invalid data").
+
+class InputTypeError(InvalidInputError):
+    """`inputs` is neither raw image bytes nor an object (dict) with an `image` array."""
+
+
+class MissingImageError(InvalidInputError):
+    """`inputs` is an object without an `image` key."""
+
+
+class ImageArrayTypeError(InvalidInputError):
+    """`inputs["image"]` is not an array (list/tuple)."""
+
+
+class EmptyImageArrayError(InvalidInputError):
+    """`inputs["image"]` is an empty array."""
+
+
+class NestedArrayError(InvalidInputError):
+    """An element of the `image` array is itself an array (or an object)."""
+
+
+class BooleanValueError(InvalidInputError):
+    """An element of the `image` array is a boolean (true/false are not numbers in the schema)."""
+
+
+class NonNumericValueError(InvalidInputError):
+    """An element of the `image` array is not a number at all (a string, null, ...)."""
+
+
+class NonFiniteValueError(InvalidInputError):
+    """An element of the `image` array is NaN or +-infinity."""
+
+
+class FractionalValueError(InvalidInputError):
+    """An element of the `image` array is a float that is not a whole number (12.5)."""
+
+
+class ValueOutOfRangeError(InvalidInputError):
+    """An element of the `image` array is outside 0..255 (it must be one unsigned byte)."""
+
+
+class InvalidOptionError(InvalidInputError):
+    """An output option of run() (top_k, shape, threshold, ...) is unknown or has a bad value."""
+
+
+class InvalidJSONError(InvalidInputError):
+    """A request body that is JSON by its content type (or looks like JSON) does not parse."""
+
+
+class IncompleteRequestError(InvalidInputError):
+    """The request has no body, or a malformed Content-Length / chunked encoding."""
+
+    code = 3003  # "Incomplete request (missing headers or body)"
+
+
+class RequestTooLargeError(RefimplError):
+    """The request body is larger than the server's limit (--max-body)."""
+
+    code = 3006  # "Request too large"
+    status = 413
+
+
+class AuthenticationError(RefimplError):
+    """The server was started with --token and the request's Authorization: Bearer is missing or wrong."""
+
+    code = 10000  # the Cloudflare v4 API's "Authentication error" (not a Workers AI code)
+    status = 401
+
+
+class RouteNotFoundError(RefimplError):
+    """No route for that URI (the server answers only POST .../accounts/{id}/ai/run/{model})."""
+
+    code = 7000  # the Cloudflare v4 API's "No route for that URI"
+    status = 404
+
+
+class MethodNotAllowedError(RefimplError):
+    """The route exists but only answers POST."""
+
+    code = 7001  # the Cloudflare v4 API's "Method not allowed"
+    status = 405

@@ -1,0 +1,406 @@
+"""DETR-ResNet-50 (Carion et al., 2020, "End-to-End Object Detection with Transformers") as plain
+functions over a params mapping whose keys are the checkpoint's (`facebook/detr-resnet-50`).
+
+    pixel_values (N, 3, H, W), pixel_mask (N, H, W)
+      -> ResNet-50 backbone (frozen BN, resnet.py)    layer4 features (N, 2048, H/32, W/32)
+         + the pixel mask, down-sampled to that grid   mask (N, h, w), True on real pixels
+      -> input_projection (1x1 conv)                   (N, 256, h, w) -> tokens (N, h*w, 256)
+      -> sine position embedding of the mask           (N, h*w, 256)
+      -> 6 encoder layers (post-norm)                  memory (N, h*w, 256)
+      -> 6 decoder layers over 100 learned queries     (N, 100, 256), then the decoder layer norm
+      -> class_labels_classifier                       logits (N, 100, num_labels + 1)
+         bbox_predictor (3-layer MLP) + sigmoid        pred_boxes (N, 100, 4): cx, cy, w, h in [0, 1]
+
+Every attention (encoder self-attention, decoder self-attention, decoder cross-attention) is the
+one function `attention`. As in DETR, positions are added to queries and keys, never to values,
+and padded pixels are never attended to.
+
+Two checkpoint layouts exist and differ only in the backbone's names (`LAYOUTS`): the hub's `main`
+revision holds a timm ResNet-50, the `no_timm` revision a transformers ResNet. The layout is read
+from config.json (`layout`), and the strict key/shape check (`expected_shapes`) does the rest.
+
+Trace names are the checkpoint's module paths (`model.encoder.layers.3`,
+`model.decoder.layers.5.encoder_attn.attn_weights`, `class_labels_classifier`, ...); see `forward`.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import ops, resnet
+from .errors import CheckpointMismatchError
+
+BACKBONE_PREFIX = "model.backbone.conv_encoder.model."
+
+# layout -> (how the backbone's names are spelled, which hub revision ships it)
+LAYOUTS = {
+    "timm": (resnet.ResNetNames(BACKBONE_PREFIX, "timm"), "main"),
+    "transformers": (resnet.ResNetNames(BACKBONE_PREFIX, "transformers"), "no_timm"),
+}
+
+LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which DETR uses everywhere
+POSITION_TEMPERATURE = 10000
+POSITION_SCALE = 2 * math.pi
+POSITION_EPS = 1e-6  # keeps the normalisation finite on an all-padding row (DETR's constant)
+
+
+@dataclass(frozen=True)
+class HParams:
+    """The architecture numbers, read from config.json (the defaults are DETR-ResNet-50's)."""
+
+    layout: str
+    d_model: int = 256
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    encoder_heads: int = 8
+    decoder_heads: int = 8
+    encoder_ffn_dim: int = 2048
+    decoder_ffn_dim: int = 2048
+    num_queries: int = 100
+    num_labels: int = 91  # COCO's 91 category ids, "N/A" gaps included; the classifier adds no-object
+
+    @property
+    def backbone_names(self):
+        return LAYOUTS[self.layout][0]
+
+
+# --- the backbone -------------------------------------------------------------------------------
+
+def downsample_mask(pixel_mask, size):
+    """Nearest-neighbour resize of the pixel mask to the feature grid, as transformers does it
+    (`F.interpolate(mask.float(), size)`, mode "nearest").
+
+    pixel_mask: (N, H, W), nonzero on real pixels -> (N, h, w) bool.
+
+    Output row i reads input row floor(i * (H / h)), the scale and the product computed in float32
+    exactly as PyTorch's kernel does (in float64 a few rows at the edge of the padding can differ).
+    """
+    def source_index(n_in, n_out):
+        scale = np.float32(n_in) / np.float32(n_out)
+        index = np.floor(np.arange(n_out, dtype=np.float32) * scale).astype(np.int64)
+        return np.minimum(index, n_in - 1)
+
+    h, w = size
+    rows = source_index(pixel_mask.shape[1], h)
+    cols = source_index(pixel_mask.shape[2], w)
+    return pixel_mask[:, rows][:, :, cols] != 0
+
+
+def conv_encoder(params, hp, pixel_values, pixel_mask, trace=None):
+    """ResNet-50 (frozen BN) -> (layer4 features (N, 2048, h, w), mask (N, h, w) bool)."""
+    features = resnet.backbone(params, hp.backbone_names, pixel_values, trace)[-1]
+    mask = downsample_mask(pixel_mask, features.shape[-2:])
+    _record(trace, "model.backbone.conv_encoder.mask", mask)
+    return features, mask
+
+
+# --- position embedding -------------------------------------------------------------------------
+
+def sine_position_embedding(mask, num_pos_feats, dtype):
+    """DETR's sine embedding of (y, x), normalised to [0, 2pi] over the real (unpadded) pixels.
+
+    mask: (N, h, w) bool, True on real pixels -> (N, 2 * num_pos_feats, h, w): the y channels
+    first, then the x channels; within each, sin and cos interleaved over frequencies
+    1 / 10000^(2 floor(i/2) / num_pos_feats).
+    """
+    not_padding = mask.astype(dtype)
+    # Cumulative sums count real pixels, so positions restart at 1 in every image of a padded
+    # batch and stop growing in the padding: the embedding does not depend on the padding.
+    y_embed = np.cumsum(not_padding, axis=1, dtype=dtype)
+    x_embed = np.cumsum(not_padding, axis=2, dtype=dtype)
+    eps, scale = dtype(POSITION_EPS), dtype(POSITION_SCALE)
+    y_embed = y_embed / (y_embed[:, -1:, :] + eps) * scale
+    x_embed = x_embed / (x_embed[:, :, -1:] + eps) * scale
+
+    i = np.arange(num_pos_feats).astype(dtype)
+    dim_t = dtype(POSITION_TEMPERATURE) ** (dtype(2) * np.floor(i / dtype(2)) / dtype(num_pos_feats))
+
+    def embed(coord):  # (N, h, w) -> (N, h, w, num_pos_feats)
+        angles = coord[..., None] / dim_t
+        sin_cos = np.stack((np.sin(angles[..., 0::2]), np.cos(angles[..., 1::2])), axis=4)
+        return sin_cos.reshape(*coord.shape, num_pos_feats)
+
+    pos = np.concatenate((embed(y_embed), embed(x_embed)), axis=3)
+    return pos.transpose(0, 3, 1, 2)
+
+
+# --- the transformer ----------------------------------------------------------------------------
+
+def layer_norm(params, name, x):
+    return ops.layer_norm(x, params[name + ".weight"], params[name + ".bias"], LAYER_NORM_EPS)
+
+
+def linear(params, name, x):
+    return ops.linear(x, params[name + ".weight"], params[name + ".bias"])
+
+
+def attention(params, name, query, key, value, num_heads, key_mask=None, trace=None):
+    """Multi-head scaled dot-product attention (Vaswani et al., 2017), DETR's one attention.
+
+    query: (N, L, D); key, value: (N, S, D); key_mask: (N, S) bool, True where a key may be
+    attended to (None: all) -> (N, L, D). The caller adds positions to query and key beforehand.
+    Records the softmax weights (N, heads, L, S) as `<name>.attn_weights` and the output as `<name>`.
+    """
+    n, l, d = query.shape
+    s = key.shape[1]
+    head_dim = d // num_heads
+
+    def heads(x, length):  # (N, len, D) -> (N, heads, len, head_dim)
+        return x.reshape(n, length, num_heads, head_dim).transpose(0, 2, 1, 3)
+
+    q = heads(linear(params, name + ".q_proj", query), l)
+    k = heads(linear(params, name + ".k_proj", key), s)
+    v = heads(linear(params, name + ".v_proj", value), s)
+
+    scores = (q @ k.transpose(0, 1, 3, 2)) * (head_dim**-0.5)  # (N, heads, L, S)
+    if key_mask is not None:
+        # Padding gets probability exactly 0: exp(-inf) = 0. Every image has at least one real
+        # pixel, so no row is all -inf.
+        scores = np.where(key_mask[:, None, None, :], scores, -np.inf)
+    weights = ops.softmax(scores, axis=-1)
+    _record(trace, name + ".attn_weights", weights)
+
+    out = (weights @ v).transpose(0, 2, 1, 3).reshape(n, l, d)  # concatenate the heads
+    out = linear(params, name + ".out_proj", out)
+    _record(trace, name, out)
+    return out
+
+
+def feed_forward(params, name, x):
+    """fc1 -> ReLU -> fc2, position-wise. (..., D) -> (..., D)."""
+    return linear(params, name + ".fc2", ops.relu(linear(params, name + ".fc1", x)))
+
+
+def encoder_layer(params, name, hp, src, pos, mask, trace=None):
+    """Post-norm encoder layer. src, pos: (N, S, D); mask: (N, S) bool -> (N, S, D)."""
+    q = k = src + pos
+    src = layer_norm(params, name + ".self_attn_layer_norm",
+                     src + attention(params, name + ".self_attn", q, k, src, hp.encoder_heads, mask, trace))
+    src = layer_norm(params, name + ".final_layer_norm", src + feed_forward(params, name, src))
+    return src
+
+
+def decoder_layer(params, name, hp, tgt, query_pos, memory, pos, mask, trace=None):
+    """Post-norm decoder layer. tgt, query_pos: (N, Q, D); memory, pos: (N, S, D); mask: (N, S)
+    -> (N, Q, D). Self-attention among the queries, then cross-attention into the image."""
+    q = k = tgt + query_pos
+    tgt = layer_norm(params, name + ".self_attn_layer_norm",
+                     tgt + attention(params, name + ".self_attn", q, k, tgt, hp.decoder_heads, None, trace))
+    tgt = layer_norm(params, name + ".encoder_attn_layer_norm",
+                     tgt + attention(params, name + ".encoder_attn", tgt + query_pos, memory + pos, memory,
+                                     hp.decoder_heads, mask, trace))
+    tgt = layer_norm(params, name + ".final_layer_norm", tgt + feed_forward(params, name, tgt))
+    return tgt
+
+
+def encoder(params, hp, src, pos, mask, trace=None):
+    for i in range(hp.encoder_layers):
+        src = encoder_layer(params, f"model.encoder.layers.{i}", hp, src, pos, mask, trace)
+        _record(trace, f"model.encoder.layers.{i}", src)
+    return src
+
+
+def decoder(params, hp, memory, pos, mask, trace=None):
+    """The object queries start as zeros; what tells them apart is their learned position
+    embedding, added to their queries and keys in every layer. -> (N, Q, D), layer-normed."""
+    n = memory.shape[0]
+    query_pos = np.broadcast_to(params["model.query_position_embeddings.weight"], (n, hp.num_queries, hp.d_model))
+    tgt = np.zeros_like(query_pos)
+    for i in range(hp.decoder_layers):
+        tgt = decoder_layer(params, f"model.decoder.layers.{i}", hp, tgt, query_pos, memory, pos, mask, trace)
+        _record(trace, f"model.decoder.layers.{i}", tgt)
+    out = layer_norm(params, "model.decoder.layernorm", tgt)
+    _record(trace, "model.decoder.layernorm", out)
+    return out
+
+
+# --- the heads ----------------------------------------------------------------------------------
+
+def bbox_predictor(params, x, num_layers=3):
+    """Linear -> ReLU -> Linear -> ReLU -> Linear: (..., D) -> (..., 4), before the sigmoid."""
+    for i in range(num_layers):
+        x = linear(params, f"bbox_predictor.layers.{i}", x)
+        if i < num_layers - 1:
+            x = ops.relu(x)
+    return x
+
+
+# --- the whole model ----------------------------------------------------------------------------
+
+def forward(params, hp, pixel_values, pixel_mask=None, trace=None):
+    """DetrForObjectDetection.
+
+    pixel_values: (N, 3, H, W); pixel_mask: (N, H, W), 1 on real pixels, 0 on padding (None: no
+    padding) -> {"logits": (N, Q, num_labels + 1), "pred_boxes": (N, Q, 4)}, the boxes as
+    (cx, cy, w, h) relative to each image's own unpadded size.
+
+    `trace`, a dict, receives (all arrays, N first):
+      pixel_values, pixel_mask; the backbone's blocks and stages (resnet.py), e.g.
+      `model.backbone.conv_encoder.model.layer4` (N, 2048, h, w);
+      `model.backbone.conv_encoder.mask` (N, h, w) bool; `model.position_embedding` (N, D, h, w);
+      `model.input_projection` (N, D, h, w);
+      `model.encoder.layers.{i}` (N, h*w, D), `….self_attn` (N, h*w, D), `….self_attn.attn_weights`
+      (N, heads, h*w, h*w);
+      `model.decoder.layers.{i}` (N, Q, D) (before the final layer norm), `….self_attn`,
+      `….self_attn.attn_weights` (N, heads, Q, Q), `….encoder_attn`, `….encoder_attn.attn_weights`
+      (N, heads, Q, h*w); `model.decoder.layernorm` (N, Q, D);
+      `class_labels_classifier` (= logits), `bbox_predictor` (before the sigmoid), `pred_boxes`.
+    """
+    dtype = pixel_values.dtype.type
+    if pixel_mask is None:
+        pixel_mask = np.ones((pixel_values.shape[0],) + pixel_values.shape[2:], dtype=np.int64)
+    _record(trace, "pixel_values", pixel_values)
+    _record(trace, "pixel_mask", pixel_mask)
+
+    features, mask = conv_encoder(params, hp, pixel_values, pixel_mask, trace)
+    pos = sine_position_embedding(mask, hp.d_model // 2, dtype)
+    _record(trace, "model.position_embedding", pos)
+    projected = ops.conv2d(features, params["model.input_projection.weight"], params["model.input_projection.bias"])
+    _record(trace, "model.input_projection", projected)
+
+    # (N, D, h, w) -> (N, h*w, D): the image becomes a sequence of h*w tokens, row by row.
+    def tokens(x):
+        return x.reshape(x.shape[0], x.shape[1], -1).transpose(0, 2, 1)
+
+    src, pos, mask = tokens(projected), tokens(pos), mask.reshape(mask.shape[0], -1)
+    memory = encoder(params, hp, src, pos, mask, trace)
+    hs = decoder(params, hp, memory, pos, mask, trace)
+
+    logits = linear(params, "class_labels_classifier", hs)
+    _record(trace, "class_labels_classifier", logits)
+    boxes = bbox_predictor(params, hs)
+    _record(trace, "bbox_predictor", boxes)
+    pred_boxes = ops.sigmoid(boxes)
+    _record(trace, "pred_boxes", pred_boxes)
+    return {"logits": logits, "pred_boxes": pred_boxes}
+
+
+def _record(trace, name, value):
+    if trace is not None:
+        trace[name] = value
+
+
+# --- config and the checkpoint's expected layout ------------------------------------------------
+
+def layout(config):
+    """Which backbone layout a DETR config.json describes: "timm" (hub revision `main`) or
+    "transformers" (revision `no_timm`). Anything else is refused with CheckpointMismatchError."""
+    def refuse(why):
+        raise CheckpointMismatchError(f"config.json: {why}; refimpl implements DETR-ResNet-50 "
+                                      "(timm resnet50 backbone, or the transformers ResNet-50 backbone)")
+
+    if config.get("model_type", "detr") != "detr":
+        refuse(f"model_type is {config.get('model_type')!r}, not 'detr'")
+    if config.get("dilation", False):
+        refuse("dilation=true (the DC5 variant)")
+    use_timm = config.get("use_timm_backbone")
+    backbone_config = config.get("backbone_config")
+    if backbone_config is None:
+        # The official `main` config: no backbone_config, use_timm_backbone (default true) and
+        # the timm model name in `backbone`.
+        if use_timm is False:
+            refuse("use_timm_backbone=false but no backbone_config")
+        if config.get("backbone", "resnet50") != "resnet50":
+            refuse(f"backbone is {config.get('backbone')!r}")
+        return "timm"
+    if not isinstance(backbone_config, dict):
+        refuse("backbone_config is not an object")
+    kind = backbone_config.get("model_type")
+    if kind == "timm_backbone":  # what transformers 5 writes for the timm backbone
+        if use_timm is False:
+            refuse("use_timm_backbone=false contradicts a timm backbone_config")
+        if backbone_config.get("backbone", "resnet50") != "resnet50":
+            refuse(f"backbone_config.backbone is {backbone_config.get('backbone')!r}")
+        if backbone_config.get("output_stride") not in (None, 32):
+            refuse(f"backbone_config.output_stride is {backbone_config.get('output_stride')!r}")
+        return "timm"
+    if kind == "resnet":  # the `no_timm` revision: transformers' own ResNet
+        if use_timm is True:
+            refuse("use_timm_backbone=true contradicts a transformers ResNet backbone_config")
+        resnet.check_config(backbone_config)
+        out_features = backbone_config.get("out_features")
+        if out_features and out_features[-1] != "stage4":
+            refuse(f"the backbone's last output is {out_features[-1]!r}, DETR reads 'stage4'")
+        return "transformers"
+    refuse(f"backbone_config.model_type is {kind!r}")
+
+
+def hparams(config):
+    """HParams of a DETR config.json, after checking it describes what `forward` computes."""
+    wanted = {"position_embedding_type": "sine", "activation_function": "relu", "num_channels": 3}
+    for key, value in wanted.items():
+        if config.get(key, value) != value:
+            raise CheckpointMismatchError(f"config.json: {key}={config[key]!r}, refimpl's DETR implements {key}={value!r}")
+    hp = HParams(
+        layout=layout(config),
+        d_model=config.get("d_model", 256),
+        encoder_layers=config.get("encoder_layers", 6),
+        decoder_layers=config.get("decoder_layers", 6),
+        encoder_heads=config.get("encoder_attention_heads", 8),
+        decoder_heads=config.get("decoder_attention_heads", 8),
+        encoder_ffn_dim=config.get("encoder_ffn_dim", 2048),
+        decoder_ffn_dim=config.get("decoder_ffn_dim", 2048),
+        num_queries=config.get("num_queries", 100),
+        num_labels=len(config.get("id2label", {})) or config.get("num_labels", 91),
+    )
+    for heads in (hp.encoder_heads, hp.decoder_heads):
+        if hp.d_model % heads:
+            raise CheckpointMismatchError(f"config.json: d_model={hp.d_model} is not divisible by {heads} heads")
+    return hp
+
+
+def _linear_shapes(name, n_in, n_out):
+    return {f"{name}.weight": (n_out, n_in), f"{name}.bias": (n_out,)}
+
+
+def _attention_shapes(name, d):
+    shapes = {}
+    for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+        shapes.update(_linear_shapes(f"{name}.{proj}", d, d))
+    return shapes
+
+
+def _layer_norm_shapes(name, d):
+    return {f"{name}.weight": (d,), f"{name}.bias": (d,)}
+
+
+def expected_shapes(config):
+    """{key: shape} of the checkpoint config.json describes (either layout); refuses other configs."""
+    hp = hparams(config)
+    d = hp.d_model
+    shapes = resnet.backbone_shapes(hp.backbone_names)
+    shapes["model.input_projection.weight"] = (d, resnet.WIDTHS[-1], 1, 1)
+    shapes["model.input_projection.bias"] = (d,)
+    shapes["model.query_position_embeddings.weight"] = (hp.num_queries, d)
+    for i in range(hp.encoder_layers):
+        name = f"model.encoder.layers.{i}"
+        shapes.update(_attention_shapes(name + ".self_attn", d))
+        shapes.update(_layer_norm_shapes(name + ".self_attn_layer_norm", d))
+        shapes.update(_linear_shapes(name + ".fc1", d, hp.encoder_ffn_dim))
+        shapes.update(_linear_shapes(name + ".fc2", hp.encoder_ffn_dim, d))
+        shapes.update(_layer_norm_shapes(name + ".final_layer_norm", d))
+    for i in range(hp.decoder_layers):
+        name = f"model.decoder.layers.{i}"
+        shapes.update(_attention_shapes(name + ".self_attn", d))
+        shapes.update(_layer_norm_shapes(name + ".self_attn_layer_norm", d))
+        shapes.update(_attention_shapes(name + ".encoder_attn", d))
+        shapes.update(_layer_norm_shapes(name + ".encoder_attn_layer_norm", d))
+        shapes.update(_linear_shapes(name + ".fc1", d, hp.decoder_ffn_dim))
+        shapes.update(_linear_shapes(name + ".fc2", hp.decoder_ffn_dim, d))
+        shapes.update(_layer_norm_shapes(name + ".final_layer_norm", d))
+    shapes.update(_layer_norm_shapes("model.decoder.layernorm", d))
+    shapes.update(_linear_shapes("class_labels_classifier", d, hp.num_labels + 1))  # + no-object
+    shapes.update(_linear_shapes("bbox_predictor.layers.0", d, d))
+    shapes.update(_linear_shapes("bbox_predictor.layers.1", d, d))
+    shapes.update(_linear_shapes("bbox_predictor.layers.2", d, 4))
+    return shapes
+
+
+def layout_of_keys(keys):
+    """Which layout a set of checkpoint keys follows ("timm", "transformers"), or None."""
+    keys = set(keys)
+    for name, (names, _) in LAYOUTS.items():
+        if names.stem()[0] + ".weight" in keys:
+            return name
+    return None

@@ -1,0 +1,257 @@
+"""Synthesized DETR-ResNet-50 checkpoints in both official layouts, built by transformers itself.
+
+`build_detr(folder, layout)` makes `DetrForObjectDetection(DetrConfig(<facebook/detr-resnet-50's
+values>))` with either the timm ResNet-50 backbone (the hub's `main` revision) or the transformers
+ResNet backbone (`no_timm`), gives it random but realistic weights and writes it with
+`save_pretrained` (which writes the hub's legacy key names) beside the official
+preprocessor_config.json values. Nothing is downloaded: timm builds resnet50 with
+pretrained=False and transformers is told use_pretrained_backbone=False.
+
+transformers' own initialisation (std 0.02 everywhere) gives a degenerate transformer: the
+attention is nearly uniform and all 100 queries answer the same, which would hide bugs (a wrong
+mask, swapped heads, a position embedding added to the values...). So the transformer here gets
+fan-in scaled linear weights, unit-variance query embeddings and q/k projections sharpened so
+that attention is peaked; `model_properties` measures what the fixtures assert about it.
+"""
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from synth import calibration_images, randomize_batch_norms
+
+# facebook/detr-resnet-50's config.json id2label: the 91 COCO category ids (1..90 plus 0), with
+# "N/A" for the ids COCO never used (0, 12, 26, 29, 30, 45, 66, 68, 69, 71, 83). The classifier
+# has one more logit, "no object". (Checked against torchvision's _COCO_CATEGORIES in the tests.)
+COCO_ID2LABEL = {
+    0: "N/A", 1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplane", 6: "bus",
+    7: "train", 8: "truck", 9: "boat", 10: "traffic light", 11: "fire hydrant", 12: "N/A",
+    13: "stop sign", 14: "parking meter", 15: "bench", 16: "bird", 17: "cat", 18: "dog",
+    19: "horse", 20: "sheep", 21: "cow", 22: "elephant", 23: "bear", 24: "zebra", 25: "giraffe",
+    26: "N/A", 27: "backpack", 28: "umbrella", 29: "N/A", 30: "N/A", 31: "handbag", 32: "tie",
+    33: "suitcase", 34: "frisbee", 35: "skis", 36: "snowboard", 37: "sports ball", 38: "kite",
+    39: "baseball bat", 40: "baseball glove", 41: "skateboard", 42: "surfboard",
+    43: "tennis racket", 44: "bottle", 45: "N/A", 46: "wine glass", 47: "cup", 48: "fork",
+    49: "knife", 50: "spoon", 51: "bowl", 52: "banana", 53: "apple", 54: "sandwich",
+    55: "orange", 56: "broccoli", 57: "carrot", 58: "hot dog", 59: "pizza", 60: "donut",
+    61: "cake", 62: "chair", 63: "couch", 64: "potted plant", 65: "bed", 66: "N/A",
+    67: "dining table", 68: "N/A", 69: "N/A", 70: "toilet", 71: "N/A", 72: "tv", 73: "laptop",
+    74: "mouse", 75: "remote", 76: "keyboard", 77: "cell phone", 78: "microwave", 79: "oven",
+    80: "toaster", 81: "sink", 82: "refrigerator", 83: "N/A", 84: "book", 85: "clock",
+    86: "vase", 87: "scissors", 88: "teddy bear", 89: "hair drier", 90: "toothbrush",
+}
+
+# facebook/detr-resnet-50's preprocessor_config.json.
+DETR_PREPROCESSOR = {
+    "do_normalize": True,
+    "do_pad": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "format": "coco_detection",
+    "image_mean": [0.485, 0.456, 0.406],
+    "image_processor_type": "DetrImageProcessor",
+    "image_std": [0.229, 0.224, 0.225],
+    "resample": 2,
+    "rescale_factor": 0.00392156862745098,
+    "size": {"shortest_edge": 800, "longest_edge": 1333},
+}
+
+LAYOUTS = ("timm", "transformers")  # hub revisions `main` and `no_timm`
+
+# How the random transformer is drawn (see the module docstring).
+QK_SHARPEN = 2.0  # q/k weights this many times the fan-in scale: attention logits of std ~4
+CLASS_LOGIT_STD = 3.5  # spread of the class logits: some queries above 0.5, most below
+BIAS_STD = 0.1
+
+
+def detr_config(layout):
+    """DetrConfig with facebook/detr-resnet-50's values, in the given backbone layout."""
+    from transformers import DetrConfig, ResNetConfig
+
+    common = dict(
+        num_queries=100,
+        d_model=256,
+        encoder_layers=6,
+        decoder_layers=6,
+        encoder_attention_heads=8,
+        decoder_attention_heads=8,
+        encoder_ffn_dim=2048,
+        decoder_ffn_dim=2048,
+        activation_function="relu",
+        position_embedding_type="sine",
+        dilation=False,
+        auxiliary_loss=False,
+        id2label=dict(COCO_ID2LABEL),
+        label2id={v: k for k, v in COCO_ID2LABEL.items()},  # the "N/A"s collapse, as in the official file
+        architectures=["DetrForObjectDetection"],
+        use_pretrained_backbone=False,  # never download backbone weights
+    )
+    if layout == "timm":
+        return DetrConfig(use_timm_backbone=True, backbone="resnet50", **common)
+    if layout == "transformers":
+        backbone = ResNetConfig(
+            num_channels=3,
+            embedding_size=64,
+            hidden_sizes=[256, 512, 1024, 2048],
+            depths=[3, 4, 6, 3],
+            layer_type="bottleneck",
+            hidden_act="relu",
+            downsample_in_first_stage=False,
+            out_features=["stage4"],
+        )
+        return DetrConfig(use_timm_backbone=False, backbone_config=backbone, **common)
+    raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+
+
+@contextlib.contextmanager
+def _offline():
+    """Make any attempt to reach the hub fail loudly while the model is built."""
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _is_frozen_bn(m):
+    return type(m).__name__.endswith("FrozenBatchNorm2d")
+
+
+def calibrate_frozen_batch_norms(backbone, x):
+    """Set every frozen BN's running statistics to those of its own input on `x`.
+
+    DETR's BNs are frozen (no train mode), so a pre-hook does what synth.calibrate_batch_norms
+    does with train mode: it records each BN's input statistics just before the BN uses them,
+    layer by layer, so every later layer already sees calibrated activations.
+    """
+    import torch
+
+    def hook(m, inputs):
+        (t,) = inputs
+        m.running_mean.copy_(t.mean(dim=(0, 2, 3)))
+        m.running_var.copy_(t.var(dim=(0, 2, 3), unbiased=False))
+
+    handles = [m.register_forward_pre_hook(hook) for m in backbone.modules() if _is_frozen_bn(m)]
+    try:
+        with torch.no_grad():
+            backbone(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return len(handles)
+
+
+def _normal(rng, std, shape):
+    import torch
+
+    return torch.from_numpy(rng.normal(0.0, std, shape).astype(np.float32))
+
+
+def randomize_transformer(model, rng):
+    """Fan-in scaled weights for every linear layer of the transformer and the heads, sharpened q/k,
+    unit-variance query embeddings, layer norms around (1, 0)."""
+    import torch
+
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if name.startswith("model.backbone"):
+                continue
+            if isinstance(m, torch.nn.Linear):
+                std = 1.0 / np.sqrt(m.in_features)
+                if name.endswith(("q_proj", "k_proj")):
+                    std *= QK_SHARPEN
+                if name == "class_labels_classifier":
+                    std *= CLASS_LOGIT_STD
+                m.weight.copy_(_normal(rng, std, m.weight.shape))
+                m.bias.copy_(_normal(rng, BIAS_STD, m.bias.shape))
+            elif isinstance(m, torch.nn.LayerNorm):
+                m.weight.copy_(torch.from_numpy(rng.uniform(0.8, 1.2, m.weight.shape).astype(np.float32)))
+                m.bias.copy_(_normal(rng, BIAS_STD, m.bias.shape))
+        model.model.query_position_embeddings.weight.copy_(_normal(rng, 1.0, model.model.query_position_embeddings.weight.shape))
+        proj = model.model.input_projection
+        proj.weight.copy_(_normal(rng, 1.0 / np.sqrt(proj.in_channels), proj.weight.shape))
+        proj.bias.copy_(_normal(rng, BIAS_STD, proj.bias.shape))
+        # No-object is the most likely class of most queries, as in a trained DETR.
+        model.class_labels_classifier.bias[-1] += 2.0
+
+
+def _unit_projection(model, x):
+    """Rescale input_projection so that its output (the encoder's input) has unit std."""
+    import torch
+
+    out = {}
+    handle = model.model.input_projection.register_forward_hook(lambda m, i, o: out.setdefault("y", o))
+    with torch.no_grad():
+        model.model.backbone(x, torch.ones(x.shape[0], *x.shape[2:], dtype=torch.long))
+        features = model.model.backbone(x, torch.ones(x.shape[0], *x.shape[2:], dtype=torch.long))[-1][0]
+        y = model.model.input_projection(features)
+        proj = model.model.input_projection
+        std = float(y.std())
+        proj.weight /= std
+        proj.bias /= std
+    handle.remove()
+    return std
+
+
+def build_detr(folder, layout, seed=0):
+    """DetrForObjectDetection with official config values and realistic random weights, written to
+    `folder` with save_pretrained plus the official preprocessor_config.json. Returns the folder."""
+    import torch
+    from transformers import DetrForObjectDetection
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    with _offline():
+        model = DetrForObjectDetection(detr_config(layout)).eval()
+    backbone = model.model.backbone.model
+    last_bn = "bn3" if layout == "timm" else "layer.2.normalization"
+    randomize_batch_norms(backbone, rng, damp=lambda name: name.endswith(last_bn))
+    x = torch.from_numpy(calibration_images(n=4, size=224, seed=seed))
+    calibrate_frozen_batch_norms(backbone, x)
+    randomize_transformer(model, rng)
+    _unit_projection(model, x)
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(DETR_PREPROCESSOR, indent=2))
+    return folder
+
+
+def model_properties(model, pixel_values, pixel_mask=None):
+    """What makes a synthesized DETR a useful test subject, measured with transformers (eager
+    attention). Returns a dict of numbers the fixtures assert on."""
+    import torch
+
+    with torch.no_grad():
+        out = model(
+            pixel_values=torch.as_tensor(pixel_values),
+            pixel_mask=None if pixel_mask is None else torch.as_tensor(pixel_mask),
+            output_attentions=True,
+        )
+    enc = torch.stack(out.encoder_attentions)  # (layers, N, heads, S, S)
+    cross = torch.stack(out.cross_attentions)  # (layers, N, heads, Q, S)
+    dec = torch.stack(out.decoder_attentions)  # (layers, N, heads, Q, Q)
+    scores = out.logits.softmax(-1)[..., :-1].max(-1).values  # (N, Q)
+    boxes = out.pred_boxes
+    s = enc.shape[-1]
+    return {
+        "tokens": s,
+        # mean over all rows of the largest attention weight; uniform attention gives 1/S
+        "encoder_max_weight": float(enc.max(-1).values.mean()),
+        "cross_max_weight": float(cross.max(-1).values.mean()),
+        "decoder_max_weight": float(dec.max(-1).values.mean()),
+        "uniform_weight": 1.0 / s,
+        "scores_above_half": int((scores > 0.5).sum()),
+        "scores_below_half": int((scores <= 0.5).sum()),
+        "score_range": (float(scores.min()), float(scores.max())),
+        "distinct_labels": int(len(torch.unique(out.logits[..., :-1].argmax(-1)))),
+        "box_std": float(boxes.std(dim=1).mean()),  # spread of the boxes across queries
+        "box_range": (float(boxes.min()), float(boxes.max())),
+    }
