@@ -9,7 +9,7 @@ from . import __version__
 from .errors import RefimplError
 
 # Order here is the order of `refimpl --help`.
-COMMANDS = ["classify"]
+COMMANDS = ["classify", "summary", "trace", "compare", "serve", "check-endpoint"]
 
 
 def build_parser():

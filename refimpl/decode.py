@@ -68,6 +68,14 @@ def decode_image(data):
             # Pillow only *warns* between MAX_IMAGE_PIXELS and twice that; refuse both.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(BytesIO(data)) as image:
+                # The same limit again, explicitly: warning filters are process-wide in Python
+                # < 3.14, so another thread's catch_warnings() could briefly undo ours.
+                limit, pixels = Image.MAX_IMAGE_PIXELS, image.width * image.height
+                if limit is not None and pixels > limit:
+                    raise Image.DecompressionBombError(
+                        f"Image size ({pixels} pixels) exceeds limit of {limit} pixels, "
+                        "could be decompression bomb DOS attack."
+                    )
                 image.load()  # decode every pixel now, so truncation surfaces here
                 rgb = ImageOps.exif_transpose(image).convert("RGB")
                 return np.array(rgb)

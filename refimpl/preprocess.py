@@ -16,6 +16,11 @@ arithmetic (what the reference does, and so what we do):
   `pixel_mask` is int64, 1 on real pixels.
 
 With `dtype=np.float64` the same steps run in float64 end to end (no float32 rounding at all).
+In float32 the result is bit-identical to the reference's.
+
+One deliberate difference: an image so elongated that its resized size would exceed Pillow's
+`MAX_IMAGE_PIXELS` (classification of a 1 x 1400 image: 256 x 358400), or round to 0 pixels
+(DETR, 1 x 3000: the reference fails with a ValueError), is refused with InvalidInputError.
 
 Config keys (missing optional keys take the transformers class defaults, listed below):
   required: size, image_mean, image_std
@@ -43,23 +48,27 @@ _DETECTION_TYPES = ("DetrImageProcessor", "DetrFeatureExtractor")
 
 # --- config -------------------------------------------------------------------------------------
 
+def _bad(message):
+    return PreprocessorConfigError(f"preprocessor config: {message}")
+
+
 def _positive_int(value, what):
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise PreprocessorConfigError(f"preprocessor config: {what} must be a positive integer, got {value!r}")
+        raise _bad(f"{what} must be a positive integer, got {value!r}")
     return value
 
 
 def _flag(config, key, default=True):
     value = config.get(key, default)
     if not isinstance(value, bool):
-        raise PreprocessorConfigError(f"preprocessor config: {key!r} must be true or false, got {value!r}")
+        raise _bad(f"{key!r} must be true or false, got {value!r}")
     return value
 
 
 def _channels(config, key):
     """image_mean / image_std as 3 Python floats (a single number applies to every channel)."""
     if key not in config:
-        raise PreprocessorConfigError(f"preprocessor config is missing {key!r}")
+        raise _bad(f"{key!r} is missing")
     value = config[key]
     if isinstance(value, Real) and not isinstance(value, bool):
         value = [value] * 3
@@ -68,38 +77,37 @@ def _channels(config, key):
         or len(value) != 3
         or not all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in value)
     ):
-        raise PreprocessorConfigError(f"preprocessor config: {key!r} must be 3 finite numbers, got {value!r}")
+        raise _bad(f"{key!r} must be 3 finite numbers, got {value!r}")
     if key == "image_std" and any(v == 0 for v in value):
-        raise PreprocessorConfigError(f"preprocessor config: 'image_std' has a zero entry: {value!r}")
+        raise _bad(f"'image_std' has a zero entry: {value!r}")
     return [float(v) for v in value]
 
 
-def _common(config, kind, known_types, default_resample):
-    """Checks and values shared by both processors: (resample, rescale_factor or None, mean/std or None)."""
+def _require_dict(config):
     if not isinstance(config, dict):
-        raise PreprocessorConfigError(f"preprocessor config must be a dict, got {type(config).__name__}")
+        raise _bad(f"it must be a dict, got {type(config).__name__}")
+
+
+def _common(config, kind, known_types, default_resample):
+    """Checks shared by both processors -> (resample, rescale_factor or None, (mean, std) or None)."""
+    _require_dict(config)
     declared = config.get("image_processor_type", config.get("feature_extractor_type"))
-    if declared is not None and (
-        not isinstance(declared, str) or declared.removesuffix("Pil").removesuffix("Fast") not in known_types
-    ):
-        raise PreprocessorConfigError(
-            f"preprocessor config declares {declared!r}; {kind} inputs follow {known_types[0]} only"
-        )
+    base = declared.removesuffix("Pil").removesuffix("Fast") if isinstance(declared, str) else declared
+    if declared is not None and base not in known_types:
+        raise _bad(f"it declares {declared!r}; {kind} inputs follow {known_types[0]} only")
     if "size" not in config:
-        raise PreprocessorConfigError("preprocessor config is missing 'size'")
+        raise _bad("'size' is missing")
     if not _flag(config, "do_resize"):
-        raise PreprocessorConfigError("preprocessor config: do_resize=false is not supported")
+        raise _bad("do_resize=false is not supported")
     resample = config.get("resample", default_resample)
     if isinstance(resample, bool) or resample not in RESAMPLE:
-        raise PreprocessorConfigError(
-            f"preprocessor config: unknown resample {resample!r} (expected one of {sorted(RESAMPLE)}: "
-            + ", ".join(RESAMPLE.values()) + ")"
-        )
+        names = ", ".join(f"{k} {v}" for k, v in RESAMPLE.items())
+        raise _bad(f"unknown resample {resample!r} (Pillow's filters are {names})")
     rescale = None
     if _flag(config, "do_rescale"):
         rescale = config.get("rescale_factor", 1 / 255)
         if isinstance(rescale, bool) or not isinstance(rescale, Real) or not math.isfinite(rescale):
-            raise PreprocessorConfigError(f"preprocessor config: 'rescale_factor' must be a number, got {rescale!r}")
+            raise _bad(f"'rescale_factor' must be a number, got {rescale!r}")
     mean_std = (_channels(config, "image_mean"), _channels(config, "image_std"))
     if not _flag(config, "do_normalize"):
         mean_std = None
@@ -108,30 +116,33 @@ def _common(config, kind, known_types, default_resample):
 
 def classification_size(config):
     """Side of the square classification input (the config's shortest_edge, e.g. 224)."""
-    size = config.get("size") if isinstance(config, dict) else None
+    _require_dict(config)
+    size = config.get("size")
     if isinstance(size, dict):
         if set(size) != {"shortest_edge"}:
-            raise PreprocessorConfigError(
-                f"preprocessor config: classification 'size' must be {{'shortest_edge': N}} or N, got {size!r}"
-            )
+            raise _bad(f"classification 'size' must be {{'shortest_edge': N}} or N, got {size!r}")
         size = size["shortest_edge"]
     if size is None:
-        raise PreprocessorConfigError("preprocessor config is missing 'size'")
+        raise _bad("'size' is missing")
     return _positive_int(size, "size")
 
 
 def _detection_edges(config):
     """(shortest_edge, longest_edge) of a DETR config, accepting both the current and the older form."""
+    _require_dict(config)
     size = config.get("size")
     if isinstance(size, dict):
         if set(size) != {"shortest_edge", "longest_edge"}:
-            raise PreprocessorConfigError(
-                "preprocessor config: detection 'size' must be {'shortest_edge': S, 'longest_edge': L} "
+            raise _bad(
+                "detection 'size' must be {'shortest_edge': S, 'longest_edge': L} "
                 f"(or S with 'max_size': L), got {size!r}"
             )
-        return _positive_int(size["shortest_edge"], "shortest_edge"), _positive_int(size["longest_edge"], "longest_edge")
+        return (
+            _positive_int(size["shortest_edge"], "shortest_edge"),
+            _positive_int(size["longest_edge"], "longest_edge"),
+        )
     if size is None:
-        raise PreprocessorConfigError("preprocessor config is missing 'size'")
+        raise _bad("'size' is missing")
     return _positive_int(size, "size"), _positive_int(config.get("max_size", 1333), "max_size")
 
 
@@ -165,16 +176,19 @@ def _resize(image, shape, resample):
     h, w = shape
     limit = Image.MAX_IMAGE_PIXELS
     if h <= 0 or w <= 0 or (limit is not None and h * w > limit):
+        height, width = image.shape[:2]
         raise InvalidInputError(
-            f"an image of {image.shape[0]}x{image.shape[1]} pixels is too elongated: it would resize to {h}x{w}"
+            f"an image of {height}x{width} pixels is too elongated: it would resize to {h}x{w}"
         )
     return np.asarray(Image.fromarray(image).resize((w, h), resample=resample))
 
 
 def _center_crop(image, size):
-    """(H, W, C) -> (size, size, C) window at offsets ((H-size)//2, (W-size)//2), zero-padding if needed."""
+    """(H, W, C) -> the (size, size, C) window at ((H - size) // 2, (W - size) // 2).
+
+    A side shorter than `size` is first zero-padded, ceil(gap / 2) before it (as the reference)."""
     h, w = image.shape[:2]
-    if h < size or w < size:  # pad to at least size x size, the extra split ceil-first as the reference
+    if h < size or w < size:
         nh, nw = max(h, size), max(w, size)
         top, left = math.ceil((nh - h) / 2), math.ceil((nw - w) / 2)
         padded = np.zeros((nh, nw) + image.shape[2:], dtype=image.dtype)
@@ -206,9 +220,12 @@ def _check_inputs(images, dtype):
     if isinstance(images, np.ndarray) or not isinstance(images, (list, tuple)) or not images:
         raise InvalidInputError("images must be a non-empty list of (H, W, 3) uint8 arrays")
     for i, image in enumerate(images):
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            what = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-            raise InvalidInputError(f"images[{i}] must be an (H, W, 3) uint8 array, got {what}")
+        if not isinstance(image, np.ndarray):
+            raise InvalidInputError(f"images[{i}] must be an (H, W, 3) uint8 array, got {type(image).__name__}")
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise InvalidInputError(
+                f"images[{i}] must be an (H, W, 3) uint8 array, got {image.dtype} array of shape {image.shape}"
+            )
         if image.shape[0] == 0 or image.shape[1] == 0:
             raise InvalidInputError(f"images[{i}] has no pixels (shape {image.shape})")
     return dtype
@@ -223,11 +240,11 @@ def classification_inputs(images, config, dtype=np.float32):
     dtype = _check_inputs(images, dtype)
     resample, rescale, mean_std = _common(config, "classification", _CLASSIFICATION_TYPES, 3)
     if _flag(config, "do_center_crop", False):
-        raise PreprocessorConfigError("preprocessor config: do_center_crop=true is not supported (crop_pct crops)")
+        raise _bad("do_center_crop=true is not supported (crop_pct does the cropping)")
     size = classification_size(config)
     crop_pct = config.get("crop_pct", 224 / 256)
     if isinstance(crop_pct, bool) or not isinstance(crop_pct, Real) or not 0 < crop_pct:
-        raise PreprocessorConfigError(f"preprocessor config: 'crop_pct' must be a positive number, got {crop_pct!r}")
+        raise _bad(f"'crop_pct' must be a positive number, got {crop_pct!r}")
     out = np.empty((len(images), 3, size, size), dtype=dtype)
     for i, image in enumerate(images):
         if size < 384:
@@ -240,7 +257,7 @@ def classification_inputs(images, config, dtype=np.float32):
 
 
 def detection_inputs(images, config, dtype=np.float32):
-    """DetrImageProcessor (Pillow backend): list of (H, W, 3) uint8 RGB -> (pixel_values, pixel_mask, sizes).
+    """DetrImageProcessor (Pillow backend): list of (H, W, 3) uint8 RGB -> (values, mask, sizes).
 
     pixel_values: (N, 3, Hmax, Wmax) `dtype`, each image resized (detection_resize_shape),
     rescaled, normalized and zero-padded at the bottom/right to the batch's largest size.
@@ -250,7 +267,9 @@ def detection_inputs(images, config, dtype=np.float32):
     dtype = _check_inputs(images, dtype)
     resample, rescale, mean_std = _common(config, "detection", _DETECTION_TYPES, 2)
     if not _flag(config, "do_pad"):
-        raise PreprocessorConfigError("preprocessor config: do_pad=false is not supported")
+        raise _bad("do_pad=false is not supported")
+    if config.get("pad_size") is not None:
+        raise _bad("a fixed 'pad_size' is not supported")
     resized = [_resize(im, detection_resize_shape(*im.shape[:2], config), resample) for im in images]
     sizes = [im.shape[:2] for im in resized]
     hmax, wmax = max(h for h, _ in sizes), max(w for _, w in sizes)

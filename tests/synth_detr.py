@@ -62,8 +62,12 @@ DETR_PREPROCESSOR = {
 LAYOUTS = ("timm", "transformers")  # hub revisions `main` and `no_timm`
 
 # How the random transformer is drawn (see the module docstring).
-QK_SHARPEN = 2.0  # q/k weights this many times the fan-in scale: attention logits of std ~4
-CLASS_LOGIT_STD = 3.5  # spread of the class logits: some queries above 0.5, most below
+QK_SHARPEN = 3.0  # q/k weights this many times the fan-in scale: attention logits of std ~9
+# Attention and FFN branches damped so the residual stream keeps the tokens apart (undamped,
+# random branches add a component common to all tokens and the encoder output collapses).
+RESIDUAL_BRANCH_GAIN = 0.6
+CLASS_LOGIT_STD = 3.0  # spread of each class logit over the queries
+NO_OBJECT_BIAS = 10.0  # no-object wins for most queries, as in a trained DETR
 BIAS_STD = 0.1
 
 
@@ -168,8 +172,8 @@ def randomize_transformer(model, rng):
                 std = 1.0 / np.sqrt(m.in_features)
                 if name.endswith(("q_proj", "k_proj")):
                     std *= QK_SHARPEN
-                if name == "class_labels_classifier":
-                    std *= CLASS_LOGIT_STD
+                if name.endswith(("v_proj", "o_proj", "out_proj", "fc2")):
+                    std *= RESIDUAL_BRANCH_GAIN
                 m.weight.copy_(_normal(rng, std, m.weight.shape))
                 m.bias.copy_(_normal(rng, BIAS_STD, m.bias.shape))
             elif isinstance(m, torch.nn.LayerNorm):
@@ -179,26 +183,45 @@ def randomize_transformer(model, rng):
         proj = model.model.input_projection
         proj.weight.copy_(_normal(rng, 1.0 / np.sqrt(proj.in_channels), proj.weight.shape))
         proj.bias.copy_(_normal(rng, BIAS_STD, proj.bias.shape))
-        # No-object is the most likely class of most queries, as in a trained DETR.
-        model.class_labels_classifier.bias[-1] += 2.0
 
 
-def _unit_projection(model, x):
-    """Rescale input_projection so that its output (the encoder's input) has unit std."""
+def _standardize(linear, inputs, std=1.0, mean=0.0):
+    """Rescale a Linear/1x1-conv layer so that, on `inputs`, each of its outputs has the given mean
+    and std over all positions (what BN calibration does for the backbone, done once here).
+    inputs: (..., in) for a Linear, (N, in, h, w) for a conv."""
     import torch
 
-    out = {}
-    handle = model.model.input_projection.register_forward_hook(lambda m, i, o: out.setdefault("y", o))
     with torch.no_grad():
-        model.model.backbone(x, torch.ones(x.shape[0], *x.shape[2:], dtype=torch.long))
-        features = model.model.backbone(x, torch.ones(x.shape[0], *x.shape[2:], dtype=torch.long))[-1][0]
-        y = model.model.input_projection(features)
-        proj = model.model.input_projection
-        std = float(y.std())
-        proj.weight /= std
-        proj.bias /= std
-    handle.remove()
-    return std
+        y = linear(inputs)
+        if y.ndim == 4:  # conv: channels on axis 1
+            y = y.transpose(1, -1)
+        y = y.reshape(-1, y.shape[-1])
+        scale = torch.as_tensor(std, dtype=y.dtype) / y.std(0)
+        shift = torch.as_tensor(mean, dtype=y.dtype) - y.mean(0) * scale
+        linear.weight.mul_(scale.reshape(-1, *([1] * (linear.weight.ndim - 1))))
+        linear.bias.mul_(scale).add_(shift)
+
+
+def calibrate_transformer(model, x):
+    """Standardize the encoder's input and the heads' outputs on calibration images `x`.
+
+    Random layer4 features share a large common component (they are post-ReLU), and a random head
+    reads mostly the part of the decoder output all queries share, so without this every query
+    predicts the same class and box. Standardizing the projection per channel and each head
+    output over the queries makes the classes and boxes differ from query to query."""
+    import torch
+
+    mask = torch.ones(x.shape[0], *x.shape[2:], dtype=torch.long)
+    with torch.no_grad():
+        features = model.model.backbone(x, mask)[-1][0]
+        _standardize(model.model.input_projection, features)
+        hs = model.model(pixel_values=x, pixel_mask=mask).last_hidden_state  # (N, Q, D)
+        _standardize(model.class_labels_classifier, hs, std=CLASS_LOGIT_STD)
+        model.class_labels_classifier.bias[-1] += NO_OBJECT_BIAS
+        mlp = model.bbox_predictor.layers
+        h = torch.relu(mlp[1](torch.relu(mlp[0](hs))))
+        # centers spread over the image, sizes around a fifth of it
+        _standardize(mlp[2], h, std=torch.tensor([1.0, 1.0, 0.7, 0.7]), mean=torch.tensor([0.0, 0.0, -1.5, -1.5]))
 
 
 def build_detr(folder, layout, seed=0):
@@ -214,10 +237,10 @@ def build_detr(folder, layout, seed=0):
     backbone = model.model.backbone.model
     last_bn = "bn3" if layout == "timm" else "layer.2.normalization"
     randomize_batch_norms(backbone, rng, damp=lambda name: name.endswith(last_bn))
-    x = torch.from_numpy(calibration_images(n=4, size=224, seed=seed))
+    x = torch.from_numpy(calibration_images(n=4, size=320, seed=seed))
     calibrate_frozen_batch_norms(backbone, x)
     randomize_transformer(model, rng)
-    _unit_projection(model, x)
+    calibrate_transformer(model, x)
     folder = Path(folder)
     model.save_pretrained(folder)
     (folder / "preprocessor_config.json").write_text(json.dumps(DETR_PREPROCESSOR, indent=2))

@@ -10,31 +10,12 @@ import numpy as np
 import pytest
 
 import report
+from hf_trace import hf_trace
 from refimpl import resnet
 from refimpl.api import load_resnet50
 
 EXAMPLES = sorted(Path(__file__).parent.parent.glob("examples/*.[jp][pn]g"))
 TOL = {"float32": 1e-5, "float64": 1e-12}
-
-
-def hf_trace(model, names, pixel_values):
-    """Run the transformers model with a forward hook on every module we trace; clone outputs
-    because the reference adds the residual in place."""
-    import torch
-
-    captured, hooks = {}, []
-    for name in names:
-        module = model.get_submodule(name)
-        hooks.append(module.register_forward_hook(
-            lambda mod, inp, out, name=name: captured.__setitem__(name, out.detach().clone())))
-    try:
-        with torch.no_grad():
-            out = model(pixel_values=torch.from_numpy(pixel_values))
-    finally:
-        for h in hooks:
-            h.remove()
-    captured["classifier.1"] = out.logits
-    return {k: v.numpy() for k, v in captured.items()}
 
 
 def photo_batch(paths):

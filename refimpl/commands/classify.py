@@ -10,6 +10,8 @@ def register(sub):
     p.add_argument("--top-k", type=int, default=5, help="number of classes (default 5)")
     p.add_argument("--labels", choices=["seed", "raw"], default="seed",
                    help="seed: 'PERSIAN CAT' (hosted API style, default); raw: config.json id2label text")
+    p.add_argument("--cam", metavar="OUT.png",
+                   help="also write the class activation map of the top class over the image (PNG)")
     p.set_defaults(func=run)
 
 
@@ -17,5 +19,12 @@ def run(args):
     from ..api import load_resnet50
 
     model = load_resnet50(args.weights, args.revision, args.dtype)
+    if args.cam:
+        from .. import cam
+
+        result = cam.compute(model, args.image, labels=args.labels)  # one forward pass, traced
+        print_json(model.postprocess(result.logits, top_k=args.top_k, labels=args.labels))
+        cam.save(result, args.cam)
+        return 0
     print_json(model(args.image, top_k=args.top_k, labels=args.labels))
     return 0

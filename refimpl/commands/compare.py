@@ -1,0 +1,38 @@
+"""refimpl compare A B: tensor-by-tensor comparison of two traces, in data-flow order, with the first
+divergence diagnosed. B is the reference: max rel = max|A - B| / max|B|.
+
+A and B may each be a trace (.safetensors), an .npz file, a golden case folder, or a folder of
+<module.path>.npy files from another implementation. A tensor passes when
+max|A - B| <= atol + rtol * max|B|. Exit code 0: agree; 1: disagree; 2: unreadable input."""
+
+from .common import print_json
+
+
+def register(sub):
+    p = sub.add_parser("compare", help="compare two traces layer by layer; find and diagnose the first divergence",
+                       description=__doc__)
+    p.add_argument("a", help="trace under test (file or folder)")
+    p.add_argument("b", help="reference trace (file or folder)")
+    p.add_argument("--rtol", type=float, default=None, help="relative tolerance, of max|B| (default 1e-4)")
+    p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default 1e-6)")
+    p.add_argument("--map", action="append", default=[], metavar="OLD=NEW",
+                   help="rename a tensor before matching (repeatable); OLD*=NEW* rewrites a prefix")
+    p.add_argument("--map-file", metavar="JSON", help='a JSON object {"old name": "new name", "prefix*": "other*"}')
+    p.add_argument("--failures-only", action="store_true", help="list only the tensors that fail")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from ..compare import DEFAULT_ATOL, DEFAULT_RTOL, compare, parse_map
+
+    rtol = DEFAULT_RTOL if args.rtol is None else args.rtol
+    atol = DEFAULT_ATOL if args.atol is None else args.atol
+    if rtol < 0 or atol < 0:
+        raise ValueError("--rtol and --atol must not be negative")
+    report = compare(args.a, args.b, rtol, atol, parse_map(args.map, args.map_file))
+    if args.json:
+        print_json(report.to_json())
+    else:
+        print(report.text(all_rows=not args.failures_only))
+    return 0 if report.agree else 1
