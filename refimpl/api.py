@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import decode, postprocess, preprocess, resnet
+from . import decode, detr, fast, postprocess, preprocess, resnet
+from .errors import CheckpointMismatchError
 from .weights import Checkpoint, load_checkpoint
 
 OFFICIAL_REPO = {"resnet-50": "microsoft/resnet-50", "detr-resnet-50": "facebook/detr-resnet-50"}
@@ -78,4 +79,92 @@ class ResNet50:
 def load_resnet50(weights=None, revision="main", dtype="float32"):
     dtype = as_dtype(dtype)
     source = weights_source("resnet-50", weights)
-    return ResNet50(load_checkpoint(source, resnet.classifier_shapes, revision, dtype), dtype)
+    model = ResNet50(load_checkpoint(source, resnet.classifier_shapes, revision, dtype), dtype)
+    fast.plan(model.checkpoint.params, resnet.CLASSIFIER_NAMES, dtype=dtype)  # fold BN into the convs once, now
+    return model
+
+
+# --- DETR-ResNet-50 -----------------------------------------------------------------------------
+
+@dataclass
+class DETR:
+    """facebook/detr-resnet-50 (either layout): image in, [{"score", "label", "box"}] out.
+
+        >>> model = refimpl.load_detr("path/to/folder-or-repo-id", revision="main")
+        >>> model("examples/street.jpg")                 # detections with score > 0.5
+        >>> pixel_values, pixel_mask, _ = model.preprocess([image_a, image_b])
+        >>> outputs = model.forward(pixel_values, pixel_mask, trace={})
+        >>> model.postprocess(outputs, [image_a.shape[:2], image_b.shape[:2]], threshold=0.5)
+    """
+
+    checkpoint: Checkpoint
+    dtype: type = np.float32
+
+    def __post_init__(self):
+        self.hparams = detr.hparams(self.checkpoint.config)
+
+    @property
+    def layout(self):
+        """"timm" (hub revision main) or "transformers" (revision no_timm)."""
+        return self.hparams.layout
+
+    def preprocess(self, images):
+        """List of (H, W, 3) uint8 images -> (pixel_values (N, 3, H', W'), pixel_mask (N, H', W')
+        int64, resized sizes [(h, w)]): resized, normalized and padded as DetrImageProcessor."""
+        return preprocess.detection_inputs(images, self.checkpoint.preprocessor, dtype=self.dtype)
+
+    def forward(self, pixel_values, pixel_mask=None, trace=None):
+        """-> {"logits": (N, 100, num_labels + 1), "pred_boxes": (N, 100, 4) normalized (cx, cy, w, h)}.
+        `trace`, a dict, receives every named intermediate (see refimpl.detr.forward)."""
+        pixel_values = pixel_values.astype(self.dtype, copy=False)
+        return detr.forward(self.checkpoint.params, self.hparams, pixel_values, pixel_mask, trace)
+
+    def postprocess(self, outputs, sizes, threshold=0.5):
+        """outputs of `forward`, sizes [(height, width)] of the ORIGINAL images -> one list of
+        detections per image, in query order, boxes in the original image's pixels.
+        threshold=None keeps every query."""
+        return postprocess.object_detection(outputs, sizes, self.checkpoint.id2label, threshold)
+
+    def __call__(self, image, threshold=0.5):
+        image = image_array(image)
+        pixel_values, pixel_mask, _ = self.preprocess([image])
+        return self.postprocess(self.forward(pixel_values, pixel_mask), [image.shape[:2]], threshold)[0]
+
+
+def load_detr(weights=None, revision="main", dtype="float32"):
+    """Load facebook/detr-resnet-50 (or a folder in its format) in either layout: revision `main`
+    (timm backbone) or `no_timm` (transformers backbone); the layout is read from config.json."""
+    dtype = as_dtype(dtype)
+    source = weights_source("detr-resnet-50", weights)
+    try:
+        checkpoint = load_checkpoint(source, detr.expected_shapes, revision, dtype)
+    except CheckpointMismatchError as e:
+        hint = _detr_layout_hint(source, revision)
+        if not hint:
+            raise
+        raise CheckpointMismatchError(f"{e}{hint}") from e
+    return DETR(checkpoint, dtype)
+
+
+def _detr_layout_hint(source, revision):
+    """When the strict check fails, say whether config.json and the weights' keys describe
+    different layouts (e.g. a `main` config beside `no_timm` weights). Reads only the file header."""
+    from safetensors import safe_open
+
+    from .weights import CONFIG_FILE, WEIGHTS_FILE, _read_json, resolve
+
+    try:
+        folder, _ = resolve(source, revision)
+        config_layout = detr.layout(_read_json(folder / CONFIG_FILE))
+        with safe_open(str(folder / WEIGHTS_FILE), framework="numpy") as f:
+            keys_layout = detr.layout_of_keys(f.keys())
+    except Exception:  # the original error says enough
+        return ""
+    if keys_layout is None or keys_layout == config_layout:
+        return ""
+    revisions = {name: rev for name, (_, rev) in detr.LAYOUTS.items()}
+    return (
+        f" (config.json describes the {config_layout} backbone layout of revision "
+        f"{revisions[config_layout]!r}, but the weights use the {keys_layout} layout of revision "
+        f"{revisions[keys_layout]!r}: the two files come from different revisions)"
+    )

@@ -11,7 +11,8 @@ CAM_k is therefore not an approximation or a saliency heuristic: it is the logit
 module computes it from the traced features, upsamples it to the region of the image the model
 saw (the center crop), and draws it over the photo with Pillow only.
 
-    >>> from refimpl import cam, load_resnet50
+    >>> from refimpl import cam
+    >>> from refimpl.api import load_resnet50
     >>> result = cam.compute(load_resnet50(), "examples/cat.png")
     >>> result.cam.shape, result.label
     ((7, 7), 'PERSIAN CAT')
@@ -143,10 +144,15 @@ def heat_overlay(image, heat, box=None, dim_outside=True, alpha=(0.15, 0.75)):
         out = 0.35 * out + 0.65 * 40
         out[top:bottom, left:right] = inside
     v = upsample_bilinear(heat, (bottom - top, right - left))
-    a = (alpha[0] + (alpha[1] - alpha[0]) * v)[..., None]
-    region = out[top:bottom, left:right]
-    out[top:bottom, left:right] = (1 - a) * region + a * colormap(v)
+    out[top:bottom, left:right] = blend(out[top:bottom, left:right], v, alpha)
     return np.round(out).clip(0, 255).astype(np.uint8)
+
+
+def blend(pixels, v, alpha=(0.15, 0.75)):
+    """Colour pixels ((H, W, 3), float) by heat values v ((H, W), in [0, 1]): the colour's opacity
+    goes from alpha[0] at 0 to alpha[1] at 1. -> (H, W, 3) float."""
+    a = (alpha[0] + (alpha[1] - alpha[0]) * v)[..., None]
+    return (1 - a) * pixels + a * colormap(v)
 
 
 def font(size=14):
@@ -158,18 +164,37 @@ def colorbar(width, height=10):
     return np.repeat(colormap(np.linspace(0, 1, width))[None], height, axis=0)
 
 
+def _wrap(draw, text, f, width):
+    """Split text at spaces into lines no wider than `width` pixels (a long word stays whole)."""
+    lines, line = [], ""
+    for word in text.split(" "):
+        candidate = f"{line} {word}" if line else word
+        if line and draw.textlength(candidate, font=f) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = candidate
+    return lines + [line]
+
+
 def caption_strip(width, lines, height=None, legend=True):
-    """A dark strip with text lines (and a low -> high colour legend at the right)."""
+    """A dark strip with text lines, wrapped to the width (and a low -> high colour legend at the
+    top right). height: fixed, or None to fit the lines."""
     f = font(14)
-    height = height or 10 + 18 * len(lines)
+    legend = legend and width >= 360
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    wrapped = []
+    for i, text in enumerate(lines):
+        room = width - 16 - (190 if legend and i == 0 else 0)
+        wrapped += _wrap(measure, text, f, room)
+    height = height or 10 + 18 * len(wrapped)
     strip = Image.new("RGB", (width, height), (24, 24, 24))
     draw = ImageDraw.Draw(strip)
-    for i, text in enumerate(lines):
+    for i, text in enumerate(wrapped):
         draw.text((8, 5 + 18 * i), text, fill=(235, 235, 235), font=f)
-    if legend and width >= 360:
-        bar = colorbar(100)
+    if legend:
         x = width - 100 - 40
-        strip.paste(Image.fromarray(bar), (x, 9))
+        strip.paste(Image.fromarray(colorbar(100)), (x, 9))
         draw.text((x - 30, 5), "low", fill=(200, 200, 200), font=f)
         draw.text((x + 104, 5), "high", fill=(200, 200, 200), font=f)
     return strip
@@ -200,9 +225,9 @@ def read_png_data(path, key=PNG_KEY):
         return json.loads(im.text[key])
 
 
-def render(result, max_side=512):
+def render(result, max_side=512, note=None):
     """The CAM over the photo: the model's center crop outlined, the map inside it, the rest of
-    the photo dimmed, a caption below. -> PIL image."""
+    the photo dimmed, a caption below (plus `note`, a line of text, if given). -> PIL image."""
     image, s = scaled(result.image, max_side)
     box = tuple(v * s for v in result.crop_box)
     pixels = heat_overlay(image, normalize(result.cam), box)
@@ -212,16 +237,16 @@ def render(result, max_side=512):
     strip = caption_strip(picture.width, [
         f"CAM of class {result.class_index} {result.label!r} (p = {result.score:.3f})",
         f"map = sum_c w[k,c]·F[c] over the last stage's {h}x{w} grid, in the center crop",
-    ])
+    ] + ([note] if note else []))
     out = Image.new("RGB", (picture.width, picture.height + strip.height))
     out.paste(picture, (0, 0))
     out.paste(strip, (0, picture.height))
     return out
 
 
-def save(result, path, max_side=512):
+def save(result, path, max_side=512, note=None):
     """Write the picture as PNG, with the map and its class in the PNG text chunk PNG_KEY."""
-    save_png(render(result, max_side), path, PNG_KEY, {
+    save_png(render(result, max_side, note), path, PNG_KEY, {
         "layer": LAST_STAGE,
         "class_index": result.class_index,
         "label": result.label,

@@ -9,7 +9,7 @@ from . import __version__
 from .errors import RefimplError
 
 # Order here is the order of `refimpl --help`.
-COMMANDS = ["classify", "summary", "trace", "compare", "serve", "check-endpoint"]
+COMMANDS = ["classify", "detect", "summary", "trace", "compare", "run", "serve", "check-endpoint", "golden", "audit", "audit-dir", "bench"]
 
 
 def build_parser():

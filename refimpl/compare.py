@@ -200,9 +200,9 @@ def _squeeze_batch(a, b):
     if a.shape == b.shape:
         return a, b, None
     if a.ndim > b.ndim and a.shape[a.ndim - b.ndim:] == b.shape and all(d == 1 for d in a.shape[:a.ndim - b.ndim]):
-        return a.reshape(b.shape), b, "leading batch axis of A squeezed"
+        return a.reshape(b.shape), b, "B lacks A's leading axis of size 1 (ignored)"
     if b.ndim > a.ndim and b.shape[b.ndim - a.ndim:] == a.shape and all(d == 1 for d in b.shape[:b.ndim - a.ndim]):
-        return a, b.reshape(a.shape), "leading batch axis of B squeezed"
+        return a, b.reshape(a.shape), "A lacks B's leading axis of size 1 (ignored)"
     return a, b, None
 
 

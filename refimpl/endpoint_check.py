@@ -151,9 +151,13 @@ def check_image(url, model, image, token=None, tolerances=None, accept=(), body=
                           tolerances)
         return ImageCheck(str(image), exchange, verdict, False)
     result, _, _ = judging.unwrap(exchange.body)
-    top_k = len(result) if isinstance(result, list) and result else 5
     try:
-        reference, size = judging.reference(model, data, top_k=top_k, **loading)
+        if isinstance(result, list):
+            top_k = len(result) or 5
+            reference, size = judging.reference(model, data, top_k=top_k, **loading)
+        else:  # nothing to compare with: only decode, to know whether refimpl refuses the image too
+            pixels = contract.decode_inputs(data)
+            reference, size = [], (int(pixels.shape[1]), int(pixels.shape[0]))
     except RefimplError as e:
         return ImageCheck(str(image), exchange, *_both_refuse(model, e, exchange, tolerances))
     verdict = judging.judge(model, exchange.body, reference, tolerances, image_size=size)
@@ -243,6 +247,12 @@ def format_report(report, all_rows=False):
         lines.append(f"verdict: AGREE: {good} of {len(report.checks)} image(s) agree with the reference"
                      + (f" (accepting {', '.join(report.accept)})" if report.accept else ""))
     else:
-        lines.append(f"verdict: DISAGREE: {len(report.checks) - good} of {len(report.checks)} image(s) disagree "
-                     "with the reference")
+        bad = [c for c in report.checks if not c.accepted]
+        explained = [c for c in bad if c.verdict.status == "explained"]
+        names = sorted({n for c in explained for n in c.verdict.signatures})
+        text = f"verdict: DISAGREE: {len(bad)} of {len(report.checks)} image(s) differ from the reference"
+        if explained:
+            text += (f"; {len(explained)} of them only by the signatures {', '.join(names)} "
+                     f"(--accept {','.join(names)} to accept them)")
+        lines.append(text)
     return "\n".join(lines)

@@ -36,8 +36,9 @@ What is compared (tolerances in `Tolerances`, defaults below):
   are within `score_atol` is a near tie: a note, not a problem), the same number of items, score
   differences matched by label;
 * detection: claimed and reference detections are paired greedily by IoU among same-label pairs
-  (highest IoU first, IoU >= `match_iou`); for every pair: score difference, IoU, largest corner
-  difference in pixels. A reference detection above `threshold` with no partner is *missing*;
+  (pairs whose scores also agree first, then highest IoU first; IoU >= `match_iou`); for every
+  pair: score difference, IoU, largest corner difference in pixels. Boxes agree when the IoU is
+  at least `iou_min` and every corner is within `corner_px`. A reference detection above `threshold` with no partner is *missing*;
   a claimed detection above `threshold` with no partner is *extra*. IoU and corners are judged
   on pairs where either side is above the threshold; low-score pairs only feed the statistics
   and the rank correlation.
@@ -48,7 +49,9 @@ Signatures (`SIGNATURES`) are recognised before comparing, undone, and named:
   more than its detections above `threshold`) and scores at or below the threshold among them:
   every query was returned. Low-score claims are then not "extra".
 * `integer_rounding`: every claimed corner is a whole number while the reference's are not: boxes
-  were rounded (or truncated) to pixels; the corner tolerance grows by 1 px.
+  were rounded (or truncated) to pixels. They are compared with the reference's corners rounded
+  to integers, the corner tolerance grows by 1 px (truncation), and the IoU is not required (on
+  a box a few pixels tall, a pixel of rounding costs more IoU than any useful `iou_min`).
 * `uint16_wraparound`: corners in 32768..65535 (integers): negative coordinates stored as unsigned
   16-bit (65534 is -2); they are unwrapped (v - 65536) before comparing.
 * `normalized_boxes`: every corner within [0, 1] (with a slack of 0.02): boxes relative to the
@@ -468,9 +471,10 @@ def _detection(v, result, reference, tol, image_size):
             C = np.where(wrapped, C - 65536, C)
         ref_whole = m > 0 and bool(np.all(R == np.round(R)))
         if np.all(C == np.round(C)) and not ref_whole and (np.abs(C) > 1).any():
-            _signature(v, "integer_rounding", "every box corner is a whole number of pixels; corners compared "
-                       "with 1 px more tolerance")
+            _signature(v, "integer_rounding", "every box corner is a whole number of pixels; compared with the "
+                       "reference's corners rounded to integers, with 1 px more tolerance (truncation)")
             corner_slack = 1.0
+            R = np.round(R)
         big_ref = (m > 0 and np.abs(R).max() > 1.5) or (image_size is not None and max(image_size) > 2)
         if np.all((C >= -0.02) & (C <= 1.02)) and big_ref:
             if image_size is None:
@@ -506,7 +510,15 @@ def _detection(v, result, reference, tol, image_size):
         _signature(v, "no_threshold", f"{n} detections claimed ({low_claimed} at or below {tol.threshold}, the "
                    f"lowest {cs.min():.3g}); the reference keeps {confident_ref} above {tol.threshold}")
 
-    # Matched pairs.
+    # Matched pairs. Boxes agree when every corner is within corner_px and the IoU is at least
+    # iou_min; for integer boxes only the corners count (on a box a few pixels tall, rounding
+    # alone moves the IoU far below any useful iou_min).
+    iou_min = 0.0 if corner_slack else tol.iou_min
+    corner_max = tol.corner_px + corner_slack
+
+    def box_ok(i_o_u, corner):
+        return i_o_u >= iou_min and corner <= corner_max
+
     ious, corners, conf_ious, conf_corners, score_pairs = [], [], [], [], []
     for i, j in sorted(pairs, key=lambda p: p[1]):
         corner = float(np.max(np.abs(C[i] - R[j])))
@@ -518,14 +530,14 @@ def _detection(v, result, reference, tol, image_size):
         if confident:
             conf_ious.append(float(iou[i, j]))
             conf_corners.append(corner)
-            ok = iou[i, j] >= tol.iou_min and corner <= tol.corner_px + corner_slack
+            ok = box_ok(iou[i, j], corner)
         v.rows.append(_det_row("match" if confident else "low", j, keep[i], rl[j], rs[j], cs[i],
                                iou[i, j], corner, ok))
-    boxes_ok = all(x >= tol.iou_min for x in conf_ious) and all(x <= tol.corner_px + corner_slack for x in conf_corners)
-    if not boxes_ok:
-        bad = sum(1 for a, b in zip(conf_ious, conf_corners) if a < tol.iou_min or b > tol.corner_px + corner_slack)
-        v.problems.append(f"{bad} matched detection(s) have IoU < {tol.iou_min} or a corner off by more than "
-                          f"{tol.corner_px + corner_slack:g} px (min IoU {min(conf_ious):.4f}, max corner "
+    bad = sum(not box_ok(a, b) for a, b in zip(conf_ious, conf_corners))
+    boxes_ok = bad == 0
+    if bad:
+        v.problems.append(f"{bad} matched detection(s) have IoU < {iou_min:g} or a corner off by more than "
+                          f"{corner_max:g} px (min IoU {min(conf_ious):.4f}, max corner "
                           f"difference {max(conf_corners):.3g} px)")
 
     # Unmatched detections.

@@ -111,9 +111,16 @@ def bottleneck(params, block, x, stride, trace=None):
     return ops.relu(h + shortcut)
 
 
-def backbone(params, names, x, trace=None, depths=DEPTHS):
+def backbone(params, names, x, trace=None, depths=DEPTHS, fast=None):
     """Stem and four stages. x: (N, 3, H, W) -> list of the four stage outputs,
-    (N, 256, H/4, W/4), (N, 512, H/8, W/8), (N, 1024, H/16, W/16), (N, 2048, H/32, W/32)."""
+    (N, 256, H/4, W/4), (N, 512, H/8, W/8), (N, 1024, H/16, W/16), (N, 2048, H/32, W/32).
+
+    fast: None (default) runs refimpl/fast.py's equivalent (BN folded, faster) when no trace is
+    asked for (and FAST_BY_DEFAULT) and this code when one is; True or False forces either."""
+    if _fast_path(fast, trace):
+        from . import fast as fast_path
+
+        return fast_path.backbone(params, names, x, trace, depths)
     x = stem(params, names, x, trace)
     features = []
     for s, depth in enumerate(depths):
@@ -128,10 +135,15 @@ def backbone(params, names, x, trace=None, depths=DEPTHS):
     return features
 
 
-def classify(params, pixel_values, trace=None):
-    """ResNetForImageClassification. pixel_values: (N, 3, H, W) -> logits (N, num_labels)."""
+def classify(params, pixel_values, trace=None, fast=None):
+    """ResNetForImageClassification. pixel_values: (N, 3, H, W) -> logits (N, num_labels).
+    fast: as in `backbone`."""
+    if _fast_path(fast, trace):
+        from . import fast as fast_path
+
+        return fast_path.classify(params, pixel_values, trace)
     _record(trace, "pixel_values", pixel_values)
-    features = backbone(params, CLASSIFIER_NAMES, pixel_values, trace)
+    features = backbone(params, CLASSIFIER_NAMES, pixel_values, trace, fast=False)
     pooled = ops.global_avg_pool(features[-1])  # (N, 2048, 1, 1)
     _record(trace, "resnet.pooler", pooled)
     logits = ops.linear(pooled.reshape(pooled.shape[0], -1), params["classifier.1.weight"], params["classifier.1.bias"])
@@ -142,6 +154,16 @@ def classify(params, pixel_values, trace=None):
 def _record(trace, name, value):
     if trace is not None:
         trace[name] = value
+
+
+# The readable code above is the reference, and what a trace records; without a trace,
+# backbone() and classify() run refimpl/fast.py, the same function with BN folded into the convs
+# (tests/test_fast.py holds the two together). False here runs the readable code everywhere.
+FAST_BY_DEFAULT = True
+
+
+def _fast_path(fast, trace):
+    return (trace is None and FAST_BY_DEFAULT) if fast is None else fast
 
 
 # --- the checkpoint's expected layout ---------------------------------------------------------

@@ -268,6 +268,7 @@ class ContractHandler(BaseHTTPRequestHandler):
         err.status = code
         self._body_read = True
         self.command = self.command or "-"
+        self.request_version = "HTTP/1.0"  # answer with a status line and headers, never HTTP/0.9-style
         self._finish(code, envelope(error=err), [], time.perf_counter())
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's signature

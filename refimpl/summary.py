@@ -187,7 +187,7 @@ def resnet50(height=224, width=224, config=None):
     shapes = resnet.classifier_shapes(config or {})
     b = _Builder(shapes, frozen_bn=False)
     x = _resnet_backbone(b, resnet.CLASSIFIER_NAMES, (3, height, width))
-    b.row("resnet.pooler", "global average pool", (x[0],))
+    b.row("resnet.pooler", "global average pool", (x[0], 1, 1))
     b.linear("classifier.1", 1)
     return _checked(Summary("resnet-50", (3, height, width), b.layers), shapes)
 

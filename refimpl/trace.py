@@ -94,34 +94,25 @@ def model_dtype(model):
 
 def run_pipeline(model, pixels, trace=None, **options):
     """Decoded image (H, W, 3) uint8 -> (final contract output, output options), every
-    intermediate recorded in `trace` (a dict) in data-flow order, starting with `image`."""
+    intermediate recorded in `trace` (a dict) in data-flow order, starting with `image`.
+
+    options are run()'s output options (refimpl.contract): `top_k`, `labels` for ResNet-50;
+    `shape` ("reference" or "hosted"), `threshold`, `wrap_uint16` for DETR."""
+    from . import contract
+
+    name = model_id(model)
+    opts = contract.output_options(HOSTED[name], options)
     if trace is not None:
         trace["image"] = pixels
-    name = model_id(model)
     if name == "resnet-50":
-        opts = {"top_k": options.get("top_k", 5), "labels": options.get("labels", "seed")}
         logits = model.forward(model.preprocess([pixels]), trace)
-        return model.postprocess(logits[0], **opts), opts
-    return _run_detr(model, pixels, trace, **options)
-
-
-def _run_detr(model, pixels, trace, **options):
-    import inspect
-
-    opts = {k: v for k, v in options.items() if v is not None}
-    pixel_values, pixel_mask, *rest = model.preprocess([pixels])
+        return model.postprocess(logits[0], top_k=opts["top_k"], labels=opts["labels"]), opts
+    pixel_values, pixel_mask, _ = model.preprocess([pixels])
     outputs = model.forward(pixel_values, pixel_mask, trace)
-    accepted = inspect.signature(model.postprocess).parameters
-    call = {k: v for k, v in opts.items() if k in accepted}
-    # Post-processing needs the original image size to scale the boxes to its pixels.
-    for size_name in ("sizes", "target_sizes", "image_size", "size"):
-        if size_name in accepted:
-            call[size_name] = pixels.shape[:2] if size_name in ("image_size", "size") else [pixels.shape[:2]]
-            break
-    out = model.postprocess(outputs, **call)
-    if isinstance(out, list) and out and isinstance(out[0], list):
-        out = out[0]
-    return out, {k: v for k, v in call.items() if k not in ("sizes", "target_sizes", "image_size", "size")}
+    detections = model.postprocess(outputs, [pixels.shape[:2]], threshold=opts["threshold"])[0]
+    if opts["shape"] == "hosted":
+        detections = contract.hosted_shape(detections, opts["wrap_uint16"])
+    return detections, opts
 
 
 # --- provenance ---------------------------------------------------------------------------------
@@ -187,7 +178,8 @@ def trace(image, model="resnet-50", weights=None, revision="main", dtype="float3
     image: encoded bytes, a path, or an (H, W, 3) uint8 array.
     model: "resnet-50" or "detr-resnet-50" (or "@cf/..."/hub names), or an already loaded model
         (then `weights`, `revision` and `dtype` are the model's own and are ignored).
-    options: post-processing options (`top_k`, `labels` for ResNet-50; DETR's threshold options).
+    options: the output options of `refimpl.run` (`top_k`, `labels` for ResNet-50; `shape`,
+        `threshold`, `wrap_uint16` for DETR), recorded in the metadata as `output_options`.
 
     Returns (tensors, metadata): tensors is a dict name -> np.ndarray in data-flow order (see the
     module docstring for the names); metadata a JSON-able dict (see the module docstring).

@@ -6,6 +6,8 @@ tensor refimpl records under `name`. Outputs are cloned because the reference ad
 in place.
 """
 
+import json
+
 import numpy as np
 
 
@@ -42,3 +44,25 @@ def in_flow_order(traced, names):
 
 
 __all__ = ["hf_trace", "in_flow_order", "np"]
+
+
+def small_checkpoint(folder, checkpoint_dir, edit=None, **preprocessor):
+    """A copy of a checkpoint folder (weights and config symlinked) whose preprocessor_config.json
+    has `preprocessor` overrides, e.g. size={"shortest_edge": 64}: the same model on small inputs,
+    so conformance tests stay fast. edit: a function {key: array} -> {key: array} applied to the
+    weights (then written, not symlinked)."""
+    from pathlib import Path
+
+    from safetensors.numpy import load_file, save_file
+
+    folder, checkpoint_dir = Path(folder), Path(checkpoint_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").symlink_to((checkpoint_dir / "config.json").resolve())
+    if edit is None:
+        (folder / "model.safetensors").symlink_to((checkpoint_dir / "model.safetensors").resolve())
+    else:
+        save_file(edit(load_file(str(checkpoint_dir / "model.safetensors"))), str(folder / "model.safetensors"))
+    config = json.loads((checkpoint_dir / "preprocessor_config.json").read_text())
+    config.update(preprocessor)
+    (folder / "preprocessor_config.json").write_text(json.dumps(config, indent=2))
+    return folder

@@ -131,3 +131,29 @@ def test_cli_checks_the_checkpoint_shapes(capsys, resnet50_dir, tmp_path):
     assert "CheckpointMismatchError" in err and "classifier.1.weight" in err
     assert main(["summary", "resnet-50", "--size", "8", "8"]) == 2
     assert "at least 32x32" in capsys.readouterr().err
+
+
+def test_detr_totals_match_the_checkpoint(detr_timm_dir):
+    config = json.loads((detr_timm_dir / "config.json").read_text())
+    t = summary.detr_resnet50(800, 1066, config).totals()
+    tensors = checkpoint_tensors(detr_timm_dir)
+    # DETR's batch norms are frozen: weight, bias and running statistics are all buffers.
+    bn = {k for k in tensors if k.endswith(BUFFER_SUFFIXES)}
+    bn |= {k.replace("running_mean", s) for k in bn if k.endswith("running_mean") for s in ("weight", "bias")}
+    assert t["params"] == sum(v.size for k, v in tensors.items() if k not in bn) == 41_524_768
+    assert t["buffers"] == sum(tensors[k].size for k in bn)
+    assert main(["summary", "detr-resnet-50", "--weights", str(detr_timm_dir), "--json"]) == 0
+
+
+def test_detr_shapes_equal_traced_forward(detr_timm_dir):
+    from refimpl.api import load_detr
+
+    h, w = 320, 480
+    trace = {}
+    load_detr(detr_timm_dir).forward(np.zeros((1, 3, h, w), np.float32), None, trace)
+    compared = 0
+    for layer in summary.detr_resnet50(h, w).layers:
+        if layer.name in trace:
+            assert trace[layer.name].shape[1:] == layer.shape, layer.name
+            compared += 1
+    assert compared > 40 and "model.decoder.layers.5.encoder_attn" in trace

@@ -1,0 +1,680 @@
+"""Side-by-side benchmark: refimpl (fast and readable paths) against PyTorch eager, ONNX Runtime
+and onnx.reference, on the same weights, in one process, with one thread count for all.
+
+    refimpl bench [--json] [--repeat N] [--models resnet-50,detr-resnet-50] [--batch 1,8] [--profile]
+
+How it measures (everything here is a benchmark, never a pass/fail test):
+- Each case (model, batch) builds every peer, runs each `warmup` times, then times them in
+  interleaved rounds (peer A, B, C, ..., A, B, C, ...) so that machine noise lands on all of them
+  alike; a numpy sgemm (2048^3) is one more "peer" of every round, which gives the same-run peak
+  the models' GFLOP/s are compared with. Reported: median and min ms, ratio to PyTorch (medians),
+  GFLOP/s (model FLOPs = 2 x MACs of every conv and linear layer, counted from the layer shapes,
+  over the median time) and its fraction of the round's sgemm GFLOP/s (median over median).
+- Peak resident memory: each (case, peer) again in a fresh subprocess that imports only what that
+  peer needs, loads the model and runs it twice; reported as that process's ru_maxrss, next to
+  its RSS right after the imports (so the model's own share is the difference).
+- The BLAS that numpy runs (threadpoolctl), the OPENBLAS_* variables in effect, the thread count.
+- Peers that are not installed, or whose setup fails (an ONNX export, say), are reported as
+  "skipped" with the reason. Nothing is faked or estimated.
+
+Weights: `--weights MODEL=DIR` (a checkpoint folder), else a synthesized checkpoint built with
+tests/synth.py / tests/synth_detr.py (needs transformers; a source checkout); the output says which.
+"""
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import ops, resnet
+
+PEERS = ("refimpl", "refimpl-readable", "pytorch", "onnxruntime", "onnx-reference")
+MODELS = ("resnet-50", "detr-resnet-50")
+PEER_DOC = {
+    "refimpl": "refimpl fast path (refimpl/fast.py: BN folded, one GEMM per conv)",
+    "refimpl-readable": "refimpl readable reference path (refimpl/resnet.py)",
+    "pytorch": "PyTorch eager: transformers model on the same weights, torch.no_grad()",
+    "onnxruntime": "ONNX Runtime CPU: the transformers model exported with torch.onnx.export",
+    "onnx-reference": "onnx.reference.ReferenceEvaluator: ONNX's pure-numpy evaluator, same export",
+}
+SLOW_PEERS = {"onnx-reference": 3}  # at most this many timed runs (one warm-up)
+SGEMM_N = 2048
+GAP_S = 0.25  # idle time before each timed run (see measure_case)
+
+
+class Skip(Exception):
+    """A peer that cannot run here; the message says why."""
+
+
+@dataclass
+class Case:
+    model: str
+    batch: int
+    height: int
+    width: int
+
+    @property
+    def label(self):
+        return f"{self.model} batch {self.batch} {self.height}x{self.width}"
+
+
+@dataclass
+class Context:
+    weights: dict  # model -> checkpoint folder
+    threads: int
+    workdir: Path
+    exports: dict = field(default_factory=dict)  # (model, batch, h, w) -> onnx path or Skip message
+
+
+# --- FLOPs ------------------------------------------------------------------------------------
+
+def backbone_macs(h, w, depths=resnet.DEPTHS, widths=resnet.WIDTHS, stem=resnet.STEM_WIDTH):
+    """Multiply-accumulates of ResNet-50's 53 convs on one (3, h, w) image. Returns (macs, h, w)
+    with the last stage's spatial size."""
+    out = ops.conv_output_size
+    h, w = out(h, 7, 2, 3), out(w, 7, 2, 3)
+    macs = 3 * 49 * stem * h * w
+    h, w = out(h, 3, 2, 1), out(w, 3, 2, 1)  # max pool
+    c_in = stem
+    for s, (depth, c_out) in enumerate(zip(depths, widths)):
+        mid = c_out // 4
+        for i in range(depth):
+            stride = 2 if (i == 0 and s > 0) else 1
+            ho, wo = out(h, 3, stride, 1), out(w, 3, stride, 1)
+            macs += c_in * mid * h * w + mid * 9 * mid * ho * wo + mid * c_out * ho * wo
+            if i == 0:
+                macs += c_in * c_out * ho * wo
+            c_in, h, w = c_out, ho, wo
+    return macs, h, w
+
+
+def resnet50_flops(batch, h, w, num_labels=1000):
+    macs, _, _ = backbone_macs(h, w)
+    return 2 * batch * (macs + resnet.WIDTHS[-1] * num_labels)
+
+
+def detr_flops(batch, h, w, d=256, ffn=2048, layers=6, queries=100, num_classes=92):
+    """Convs, projections, attention products (QK^T and AV), FFNs and heads; not softmax/norms."""
+    macs, fh, fw = backbone_macs(h, w)
+    s = fh * fw  # tokens
+    macs += resnet.WIDTHS[-1] * d * s  # input projection
+    enc = 4 * s * d * d + 2 * s * s * d + 2 * s * d * ffn
+    dec = (4 * queries * d * d + 2 * queries * queries * d  # self-attention
+           + 2 * queries * d * d + 2 * s * d * d + 2 * queries * s * d  # cross-attention
+           + 2 * queries * d * ffn)
+    heads = queries * (d * num_classes + 2 * d * d + d * 4)
+    return 2 * batch * (macs + layers * (enc + dec) + heads)
+
+
+def model_flops(case):
+    f = resnet50_flops if case.model == "resnet-50" else detr_flops
+    return f(case.batch, case.height, case.width)
+
+
+# --- environment --------------------------------------------------------------------------------
+
+def blas_info():
+    """Which BLAS numpy runs, as threadpoolctl reports it (library, version, kernel, threads)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return {"error": "threadpoolctl is not installed (pip install threadpoolctl)"}
+    np.ones((2, 2)) @ np.ones((2, 2))  # make sure numpy's BLAS is loaded
+    pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    keep = ("internal_api", "prefix", "version", "architecture", "num_threads", "threading_layer", "filepath")
+    return {"libraries": [{k: p.get(k) for k in keep} for p in pools]}
+
+
+def environment(threads):
+    import importlib.metadata as md
+
+    versions = {}
+    for name in ("numpy", "torch", "transformers", "onnx", "onnxruntime", "threadpoolctl"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "openblas_env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")},
+        "blas": blas_info(),
+        "versions": versions,
+    }
+
+
+@contextmanager
+def thread_limit(threads):
+    """numpy's BLAS (and OpenMP) at `threads` for the duration; torch and ORT are told directly."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(threads):
+        yield
+
+
+def peak_rss_mb():
+    """This process's peak RSS. Linux: VmHWM (ru_maxrss would include the parent's peak, which a
+    fork+exec child inherits)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return r / 1024 if sys.platform != "darwin" else r / 2**20
+
+
+def current_rss_mb():
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return None
+
+
+# --- inputs and weights -----------------------------------------------------------------------
+
+def inputs(case, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(case.batch, 3, case.height, case.width)).astype(np.float32)
+    mask = np.ones((case.batch, case.height, case.width), np.int64)
+    return x, mask
+
+
+def _tests_dir():
+    d = Path(__file__).resolve().parent.parent / "tests"
+    return d if (d / "synth.py").is_file() else None
+
+
+def synthesize(model, folder):
+    """Build a synthesized checkpoint with the tests' builders (transformers + a source checkout)."""
+    tests = _tests_dir()
+    if tests is None:
+        raise Skip("no --weights given and tests/synth.py is not here (not a source checkout)")
+    try:
+        import transformers  # noqa: F401
+    except ImportError as e:
+        raise Skip("no --weights given and transformers is not installed to synthesize a checkpoint") from e
+    sys.path.insert(0, str(tests))
+    try:
+        if model == "resnet-50":
+            from synth import build_resnet50
+
+            return build_resnet50(folder)
+        from synth_detr import build_detr
+
+        return build_detr(folder, "timm")
+    finally:
+        sys.path.remove(str(tests))
+
+
+# --- peers --------------------------------------------------------------------------------------
+#
+# setup(case, ctx) -> a no-argument callable that runs one forward pass; raises Skip.
+
+def setup_refimpl(case, ctx, fast=True):
+    from . import api
+
+    x, mask = inputs(case)
+    if case.model == "resnet-50":
+        model = api.load_resnet50(ctx.weights["resnet-50"])
+        params = model.checkpoint.params
+        return lambda: resnet.classify(params, x, fast=fast)
+    if not hasattr(api, "load_detr"):
+        raise Skip("refimpl.api.load_detr does not exist yet")
+    model = api.load_detr(ctx.weights["detr-resnet-50"])
+
+    def run():  # detr.py calls resnet.backbone without `fast`: the module's default decides
+        saved, resnet.FAST_BY_DEFAULT = resnet.FAST_BY_DEFAULT, fast
+        try:
+            return model.forward(x, mask)
+        finally:
+            resnet.FAST_BY_DEFAULT = saved
+
+    return run
+
+
+def setup_pytorch(case, ctx):
+    try:
+        import torch
+        import transformers
+    except ImportError as e:
+        raise Skip(f"not installed: {e.name}") from e
+    torch.set_num_threads(ctx.threads)
+    x, mask = inputs(case)
+    xt, mt = torch.from_numpy(x), torch.from_numpy(mask)
+    if case.model == "resnet-50":
+        model = transformers.ResNetForImageClassification.from_pretrained(ctx.weights["resnet-50"]).eval()
+        kwargs = {"pixel_values": xt}
+    else:
+        model = transformers.DetrForObjectDetection.from_pretrained(ctx.weights["detr-resnet-50"]).eval()
+        kwargs = {"pixel_values": xt, "pixel_mask": mt}
+
+    def run():
+        with torch.inference_mode():
+            return model(**kwargs)
+
+    return run
+
+
+def export_onnx(case, ctx):
+    """Export the transformers model for this input shape once per run (static shapes, as ORT
+    runs best). Returns the .onnx path; raises Skip with the exporter's error."""
+    key = (case.model, case.batch, case.height, case.width)
+    if key in ctx.exports:
+        if isinstance(ctx.exports[key], Skip):
+            raise ctx.exports[key]
+        return ctx.exports[key]
+    try:
+        import onnx  # noqa: F401
+        import torch
+        import transformers
+    except ImportError as e:
+        ctx.exports[key] = Skip(f"not installed: {e.name}")
+        raise ctx.exports[key] from e
+    x, mask = inputs(case)
+    path = ctx.workdir / f"{case.model}-b{case.batch}-{case.height}x{case.width}.onnx"
+    if case.model == "resnet-50":
+        hf = transformers.ResNetForImageClassification.from_pretrained(ctx.weights["resnet-50"]).eval()
+        args, names, outs = (torch.from_numpy(x),), ["pixel_values"], ["logits"]
+
+        class Wrapped(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, pixel_values):
+                return self.m(pixel_values=pixel_values).logits
+    else:
+        hf = transformers.DetrForObjectDetection.from_pretrained(ctx.weights["detr-resnet-50"]).eval()
+        args, names, outs = (torch.from_numpy(x), torch.from_numpy(mask)), ["pixel_values", "pixel_mask"], ["logits", "pred_boxes"]
+
+        class Wrapped(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, pixel_values, pixel_mask):
+                out = self.m(pixel_values=pixel_values, pixel_mask=pixel_mask)
+                return out.logits, out.pred_boxes
+
+    errors = []
+    import warnings
+
+    for dynamo in (False, True):  # the TorchScript exporter writes one file; the dynamo one is the fallback
+        try:
+            with warnings.catch_warnings(), _quiet():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(Wrapped(hf).eval(), args, str(path), input_names=names, output_names=outs,
+                                  opset_version=18, dynamo=dynamo)
+            ctx.exports[key] = path
+            return path
+        except Exception as e:  # the exporters raise many types
+            errors.append(f"torch.onnx.export(dynamo={dynamo}): {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+    ctx.exports[key] = Skip("ONNX export failed: " + " | ".join(errors))
+    raise ctx.exports[key]
+
+
+@contextmanager
+def _quiet():
+    """Silence the exporters' progress prints on stdout (the JSON goes there)."""
+    import io
+    from contextlib import redirect_stdout
+
+    with redirect_stdout(io.StringIO()):
+        yield
+
+
+def _feeds(case, session_inputs):
+    x, mask = inputs(case)
+    values = {"pixel_values": x, "pixel_mask": mask}
+    return {name: values[name] for name in session_inputs}
+
+
+def setup_onnxruntime(case, ctx):
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise Skip("not installed: onnxruntime") from e
+    path = export_onnx(case, ctx)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = ctx.threads
+    opts.inter_op_num_threads = 1
+    # ORT's threads otherwise spin after each run and take the cores from the next peer's run.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feeds = _feeds(case, [i.name for i in sess.get_inputs()])
+    return lambda: sess.run(None, feeds)
+
+
+def setup_onnx_reference(case, ctx):
+    if case.model != "resnet-50":
+        raise Skip("ResNet-50 only (the pure-numpy evaluator would take minutes per DETR image)")
+    try:
+        import onnx
+        from onnx.reference import ReferenceEvaluator
+    except ImportError as e:
+        raise Skip("not installed: onnx") from e
+    path = export_onnx(case, ctx)
+    sess = ReferenceEvaluator(onnx.load(str(path)))
+    feeds = _feeds(case, sess.input_names)
+    return lambda: sess.run(None, feeds)
+
+
+SETUPS = {
+    "refimpl": lambda case, ctx: setup_refimpl(case, ctx, fast=True),
+    "refimpl-readable": lambda case, ctx: setup_refimpl(case, ctx, fast=False),
+    "pytorch": setup_pytorch,
+    "onnxruntime": setup_onnxruntime,
+    "onnx-reference": setup_onnx_reference,
+}
+
+
+def sgemm_runner(n=SGEMM_N):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty((n, n), np.float32)
+    return lambda: np.matmul(a, b, out=out)
+
+
+# --- timing -------------------------------------------------------------------------------------
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def measure_case(case, peers, ctx, repeat, warmup=2, gap=GAP_S, log=print):
+    """Time every peer (and the sgemm) on `case` in interleaved rounds, with a `gap` of idle time
+    before each timed run: BLAS and OpenMP worker threads spin for a while after their last
+    task (OpenBLAS about 0.1 s), and would otherwise take a core from the next peer's run.
+    Returns (rows, sgemm)."""
+    runners, rows = {}, {}
+    for peer in peers:
+        try:
+            runners[peer] = SETUPS[peer](case, ctx)
+            rows[peer] = {"peer": peer, "status": "ok", "times_ms": []}
+        except Skip as e:
+            rows[peer] = {"peer": peer, "status": "skipped", "reason": str(e)}
+        except Exception as e:  # a peer that breaks is reported, not hidden
+            rows[peer] = {"peer": peer, "status": "skipped", "reason": f"setup failed: {type(e).__name__}: {e}"}
+        log(f"  {case.label}: {peer}: {rows[peer]['status']}{' (' + rows[peer].get('reason', '') + ')' if rows[peer]['status'] != 'ok' else ''}")
+    sgemm = sgemm_runner()
+    for peer, fn in list(runners.items()):
+        try:
+            for _ in range(1 if peer in SLOW_PEERS else warmup):
+                fn()
+        except Exception as e:
+            rows[peer] = {"peer": peer, "status": "skipped", "reason": f"run failed: {type(e).__name__}: {e}"}
+            del runners[peer]
+    sgemm()
+    sgemm_ms = []
+    for r in range(repeat):
+        time.sleep(gap)
+        sgemm_ms.append(_timed(sgemm))
+        for peer, fn in runners.items():
+            if r < SLOW_PEERS.get(peer, repeat):
+                time.sleep(gap)
+                rows[peer]["times_ms"].append(_timed(fn))
+    return rows, summarize_sgemm(sgemm_ms)
+
+
+def summarize_sgemm(times_ms, n=SGEMM_N):
+    flop = 2 * n**3
+    return {"n": n, "times_ms": times_ms, "median_gflops": flop / statistics.median(times_ms) / 1e6,
+            "best_gflops": flop / min(times_ms) / 1e6}
+
+
+def summarize(rows, case, sgemm):
+    flops = model_flops(case)
+    torch_med = rows.get("pytorch", {}).get("median_ms")
+    for row in rows.values():
+        if row["status"] != "ok":
+            continue
+        t = row["times_ms"]
+        row["runs"] = len(t)
+        row["median_ms"] = statistics.median(t)
+        row["min_ms"] = min(t)
+    torch_med = rows.get("pytorch", {}).get("median_ms")
+    for row in rows.values():
+        if row["status"] != "ok":
+            continue
+        row["ratio_to_pytorch"] = row["median_ms"] / torch_med if torch_med else None
+        row["gflops"] = flops / row["median_ms"] / 1e6
+        row["fraction_of_sgemm_peak"] = row["gflops"] / sgemm["median_gflops"]
+    return flops
+
+
+# --- peak memory, in a subprocess per peer -------------------------------------------------------
+
+def rss_child(spec):
+    """Run in a fresh interpreter: set up one peer, run it twice, report memory (JSON on stdout)."""
+    case = Case(**spec["case"])
+    ctx = Context(spec["weights"], spec["threads"], Path(spec["workdir"]),
+                  {tuple(k): Path(v) for k, v in spec["exports"]})
+    with thread_limit(ctx.threads):
+        base = current_rss_mb()
+        try:
+            fn = SETUPS[spec["peer"]](case, ctx)
+            fn()
+            fn()
+            result = {"rss_after_imports_mb": base, "peak_rss_mb": peak_rss_mb()}
+        except Skip as e:
+            result = {"skipped": str(e)}
+    print(json.dumps(result))
+
+
+def measure_rss(case, peer, ctx, timeout=1800):
+    exports = [[list(k), str(v)] for k, v in ctx.exports.items() if not isinstance(v, Skip)]
+    spec = {"case": case.__dict__, "peer": peer, "weights": ctx.weights, "threads": ctx.threads,
+            "workdir": str(ctx.workdir), "exports": exports}
+    cmd = [sys.executable, "-c", "import json, sys; from refimpl.bench import rss_child; rss_child(json.loads(sys.argv[1]))", json.dumps(spec)]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
+        return {"error": (out.stderr.strip().splitlines() or ["no output"])[-1]}
+    return json.loads(lines[-1])
+
+
+# --- profile --------------------------------------------------------------------------------------
+
+def profile_resnet50(weights, batch=1, size=224, repeat=10, threads=None):
+    """Where refimpl's fast ResNet-50 spends its time: the im2col copies (windows and strided 1x1
+    subsampling), the GEMMs, and the rest (bias, ReLU, residual adds, max pool, layout change,
+    Python), timed by wrapping fast.im2col / fast.subsample / fast.gemm. Also the readable path's
+    split between im2col (ops.im2col), matmul and the rest (BN, ReLU, pad, adds)."""
+    from . import api, fast
+
+    model = api.load_resnet50(weights)
+    params = model.checkpoint.params
+    x, _ = inputs(Case("resnet-50", batch, size, size))
+    acc = {}
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                acc[name] = acc.get(name, 0.0) + time.perf_counter() - t0
+
+        return wrapper
+
+    def run_profiled(patches, call):
+        originals = {(mod, name): getattr(mod, name) for mod, name, _ in patches}
+        for mod, name, label in patches:
+            setattr(mod, name, timed(label, originals[(mod, name)]))
+        try:
+            call()  # warm-up
+            runs = []
+            for _ in range(repeat):
+                acc.clear()
+                t = _timed(call)
+                runs.append({"total_ms": t, **{k: v * 1e3 for k, v in acc.items()}})
+        finally:
+            for (mod, name), fn in originals.items():
+                setattr(mod, name, fn)
+        return runs
+
+    def split(runs, parts):
+        # the run with the median total, so the parts add up
+        run = sorted(runs, key=lambda r: r["total_ms"])[len(runs) // 2]
+        out = {"total_ms": run["total_ms"]}
+        for p in parts:
+            out[p] = run.get(p, 0.0)
+        out["rest"] = run["total_ms"] - sum(out[p] for p in parts)
+        out["fractions"] = {p: out[p] / run["total_ms"] for p in (*parts, "rest")}
+        return out
+
+    with thread_limit(threads or os.cpu_count()):
+        fast_runs = run_profiled([(fast, "im2col", "im2col copy"), (fast, "subsample", "im2col copy"),
+                                  (fast, "gemm", "gemm")], lambda: fast.classify(params, x))
+        readable_runs = run_profiled([(ops, "im2col", "im2col"), (np, "matmul", "matmul")],
+                                     lambda: resnet.classify(params, x, fast=False))
+    flops = resnet50_flops(batch, size, size)
+    fast_split = split(fast_runs, ("im2col copy", "gemm"))
+    fast_split["gemm_gflops"] = flops / fast_split["gemm"] / 1e6
+    readable_split = split(readable_runs, ("im2col", "matmul"))
+    return {"model": "resnet-50", "batch": batch, "size": size, "repeat": repeat, "fast": fast_split,
+            "readable": readable_split, "notes": (
+                "fast: 'im2col copy' = the window copies of the 3x3/7x7 convs plus the strided 1x1 "
+                "subsampling; 'gemm' = the 53 conv matmuls; 'rest' = bias, ReLU, residual adds, max pool, "
+                "layout change and Python. readable: 'im2col' = ops.im2col (np.pad + the window copy, the "
+                "max pool's too), 'matmul' = every np.matmul, 'rest' = BN, ReLU, adds, the pool's max, Python.")}
+
+
+# --- the whole run ----------------------------------------------------------------------------
+
+def parse_size(text):
+    h, _, w = text.lower().partition("x")
+    return int(h), int(w or h)
+
+
+def run(models=("resnet-50",), batches=(1, 8), peers=PEERS, repeat=10, threads=None, weights=None,
+        size=224, detr_size=(800, 1066), rss=True, profile=False, gap=GAP_S, log=None):
+    """Run the benchmark; returns the JSON-able report (see `REPORT_KEYS`)."""
+    log = log or (lambda *a: print(*a, file=sys.stderr, flush=True))
+    threads = threads or os.cpu_count()
+    weights = dict(weights or {})
+    report = {"environment": environment(threads), "settings": {
+        "models": list(models), "batches": list(batches), "peers": list(peers), "repeat": repeat,
+        "threads": threads, "size": size, "detr_size": list(detr_size), "gap_s": gap}, "weights": {}, "cases": []}
+    with tempfile.TemporaryDirectory(prefix="refimpl-bench-") as tmp, thread_limit(threads):
+        ctx = Context({}, threads, Path(tmp))
+        for model in models:
+            if model in weights:
+                ctx.weights[model] = str(weights[model])
+                report["weights"][model] = {"source": str(weights[model]), "synthesized": False}
+                continue
+            try:
+                log(f"synthesizing a {model} checkpoint with the tests' builders (no --weights {model}=DIR given)...")
+                with _quiet():
+                    folder = synthesize(model, Path(tmp) / model)
+                ctx.weights[model] = str(folder)
+                report["weights"][model] = {"source": "synthesized (tests/synth*.py builders, random calibrated weights)",
+                                            "synthesized": True}
+            except Skip as e:
+                report["weights"][model] = {"source": None, "skipped": str(e)}
+        for model in models:
+            if model not in ctx.weights:
+                report["cases"].append({"model": model, "status": "skipped", "reason": report["weights"][model]["skipped"]})
+                continue
+            if model == "detr-resnet-50":
+                from . import api
+
+                if not hasattr(api, "load_detr"):
+                    report["cases"].append({"model": model, "status": "skipped", "reason": "refimpl.api.load_detr does not exist yet"})
+                    continue
+            for batch in (batches if model == "resnet-50" else (1,)):
+                h, w = (size, size) if model == "resnet-50" else detr_size
+                case = Case(model, batch, h, w)
+                log(f"{case.label}: timing {', '.join(peers)} ({repeat} interleaved rounds)")
+                rows, sgemm = measure_case(case, peers, ctx, repeat, gap=gap, log=log)
+                flops = summarize(rows, case, sgemm)
+                if rss:
+                    for peer, row in rows.items():
+                        if row["status"] == "ok":
+                            log(f"  {case.label}: {peer}: peak RSS in a subprocess")
+                            row["memory"] = measure_rss(case, peer, ctx)
+                report["cases"].append({"model": model, "status": "ok", "batch": batch, "input": [batch, 3, h, w],
+                                        "gflop": flops / 1e9, "sgemm": sgemm, "peers": list(rows.values())})
+        if profile and "resnet-50" in ctx.weights:
+            log("profiling refimpl's ResNet-50 (batch 1)")
+            report["profile"] = profile_resnet50(ctx.weights["resnet-50"], 1, size, max(3, repeat), threads)
+    return report
+
+
+# Documented JSON keys (tests/test_bench.py checks them).
+REPORT_KEYS = ("environment", "settings", "weights", "cases")
+CASE_KEYS = ("model", "status", "batch", "input", "gflop", "sgemm", "peers")
+PEER_KEYS = ("peer", "status", "median_ms", "min_ms", "runs", "ratio_to_pytorch", "gflops", "fraction_of_sgemm_peak")
+
+
+def format_report(report):
+    env = report["environment"]
+    lines = []
+    blas = env["blas"].get("libraries") or [env["blas"]]
+    kernel = ", ".join(f"{b.get('internal_api')} {b.get('version')} kernel {b.get('architecture')} ({b.get('num_threads')} threads)" for b in blas)
+    lines.append(f"threads: {env['threads']} for every peer; numpy BLAS: {kernel}")
+    lines.append("OPENBLAS env: " + (", ".join(f"{k}={v}" for k, v in env["openblas_env"].items() if v is not None) or "(none set)"))
+    for model, w in report["weights"].items():
+        lines.append(f"weights {model}: {w.get('source') or 'none: ' + w.get('skipped', '')}")
+    for case in report["cases"]:
+        if case["status"] != "ok":
+            lines.append(f"\n{case['model']}: skipped ({case['reason']})")
+            continue
+        n, c, h, w = case["input"]
+        sg = case["sgemm"]
+        lines.append(f"\n{case['model']} batch {n} {h}x{w}: {case['gflop']:.1f} GFLOP; sgemm {sg['n']}^3 in the same rounds: "
+                     f"{sg['median_gflops']:.0f} GFLOP/s median, {sg['best_gflops']:.0f} best")
+        lines.append(f"  {'peer':<17} {'median ms':>10} {'min ms':>9} {'runs':>4} {'x PyTorch':>9} {'GFLOP/s':>8} {'of sgemm':>8} {'peak RSS MB':>11}")
+        for row in case["peers"]:
+            if row["status"] != "ok":
+                lines.append(f"  {row['peer']:<17} skipped: {row['reason']}")
+                continue
+            mem = row.get("memory", {})
+            rss = f"{mem['peak_rss_mb']:.0f}" if "peak_rss_mb" in mem else ("-" if not mem else "error")
+            ratio = f"{row['ratio_to_pytorch']:.2f}" if row.get("ratio_to_pytorch") else "-"
+            lines.append(f"  {row['peer']:<17} {row['median_ms']:>10.1f} {row['min_ms']:>9.1f} {row['runs']:>4} {ratio:>9} "
+                         f"{row['gflops']:>8.1f} {row['fraction_of_sgemm_peak']:>8.0%} {rss:>11}")
+    if "profile" in report:
+        p = report["profile"]
+        lines.append(f"\nprofile, refimpl ResNet-50 batch {p['batch']} {p['size']}x{p['size']} (median run of {p['repeat']}):")
+        for path in ("fast", "readable"):
+            s = p[path]
+            parts = ", ".join(f"{k} {s[k]:.1f} ms ({s['fractions'][k]:.0%})" for k in s["fractions"])
+            lines.append(f"  {path}: total {s['total_ms']:.1f} ms = {parts}")
+        lines.append(f"  fast GEMMs alone run at {p['fast']['gemm_gflops']:.0f} GFLOP/s")
+    return "\n".join(lines)
+
+
+def main():  # python -m refimpl.bench ... is the same as refimpl bench ...
+    from .cli import main as cli_main
+
+    sys.exit(cli_main(["bench", *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""refimpl golden --out DIR [IMAGES...]: export a golden test set (inputs, every intermediate, final
+outputs, manifest.json with tolerances and SHA-256 hashes, README.md explaining how another
+implementation checks itself). Deterministic: the same inputs give byte-identical files."""
+
+import sys
+
+from .common import add_weights_options
+from .trace import add_model_option
+
+
+def register(sub):
+    p = sub.add_parser("golden", help="export a golden test set (every intermediate, with manifest and README)",
+                       description=__doc__)
+    p.add_argument("images", nargs="*", help="image files (default: two small synthetic images)")
+    add_model_option(p)
+    add_weights_options(p, "REFIMPL_RESNET50_WEIGHTS or REFIMPL_DETR_WEIGHTS")
+    p.add_argument("--out", required=True, help="output folder (must be empty or absent)")
+    p.add_argument("--format", choices=["npy", "safetensors"], default="npy",
+                   help="npy: one <module.path>.npy per tensor (default); safetensors: one trace file per case")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing golden set in --out")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from ..golden import export
+
+    def progress(i, n, case):
+        print(f"[{i + 1}/{n}] {case}", file=sys.stderr, flush=True)
+
+    manifest = export(args.out, args.model, args.images or None, args.weights, args.revision, args.dtype,
+                      format=args.format, overwrite=args.overwrite, progress=progress)
+    n_tensors = sum(len(c["tensors"]) for c in manifest["cases"])
+    print(f"wrote a golden set for {manifest['model']} ({manifest['dtype']}) to {args.out}: "
+          f"{len(manifest['cases'])} case(s), {n_tensors} tensors")
+    for c in manifest["cases"]:
+        print(f"  {c['name']}: {c['input'].get('name', '')} -> {len(c['tensors'])} tensors, "
+              f"output {len(c['output'])} item(s)")
+    print(f"see {args.out}/README.md; check an implementation with: refimpl compare YOUR_DUMP/ "
+          f"{args.out}/{manifest['cases'][0]['name']}/")
+    return 0

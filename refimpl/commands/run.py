@@ -1,0 +1,66 @@
+"""refimpl run MODEL IMAGE: the hosted API's call, `refimpl.run(model, inputs)`, from the shell.
+
+Prints the result as JSON, exactly what the hosted API's "result" would hold (--envelope: the
+whole REST envelope). MODEL: @cf/microsoft/resnet-50, @cf/facebook/detr-resnet-50 or their
+Hugging Face ids. Output shapes for DETR (issue 8):
+
+    --shape reference   threshold 0.5, float pixel boxes, query order (default; transformers)
+    --shape hosted      every query, sorted by score, integer boxes (as the hosted API answers)
+    --shape hosted --wrap-uint16   also negative coordinates as unsigned 16-bit (-2 -> 65534)
+"""
+
+import argparse
+
+from .common import print_json
+
+
+def _threshold(text):
+    if text.lower() in ("none", "all"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1] or 'none', got {text!r}") from None
+
+
+def register(sub):
+    p = sub.add_parser("run", help="the hosted API's call: run(model, inputs), printed as JSON", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", metavar="MODEL", help="@cf/microsoft/resnet-50 or @cf/facebook/detr-resnet-50 (or HF id)")
+    p.add_argument("image", metavar="IMAGE", help="image file; its bytes are the inputs")
+    p.add_argument("--input-form", choices=["raw", "json"], default="raw",
+                   help='raw: the bytes (default); json: {"image": [...the bytes...]}, the other input form')
+    p.add_argument("--envelope", action="store_true", help="print the REST envelope {result, success, errors, messages}")
+    c = p.add_argument_group("ResNet-50 options")
+    c.add_argument("--top-k", type=int, help="number of classes (default 5)")
+    c.add_argument("--labels", choices=["seed", "raw"], help="label style (default seed: 'PERSIAN CAT')")
+    d = p.add_argument_group("DETR options")
+    d.add_argument("--shape", choices=["reference", "hosted"], help="output shape (default reference)")
+    d.add_argument("--threshold", type=_threshold, default=argparse.SUPPRESS, metavar="T|none",
+                   help="score threshold; none: every query (default 0.5 for reference, none for hosted)")
+    d.add_argument("--wrap-uint16", action="store_true",
+                   help="with --shape hosted: negative coordinates as unsigned 16-bit (65534 for -2)")
+    w = p.add_argument_group("weights")
+    w.add_argument("--weights", metavar="DIR_OR_REPO",
+                   help="checkpoint (default: $REFIMPL_RESNET50_WEIGHTS / $REFIMPL_DETR_WEIGHTS, else the official repo)")
+    w.add_argument("--revision", default="main", help="hub revision to pin (default: main)")
+    w.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="compute precision")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from ..contract import run as contract_run
+    from ..server import envelope
+
+    options = {k: v for k, v in (("top_k", args.top_k), ("labels", args.labels), ("shape", args.shape)) if v is not None}
+    if hasattr(args, "threshold"):
+        options["threshold"] = args.threshold
+    if args.wrap_uint16:
+        options["wrap_uint16"] = True
+    with open(args.image, "rb") as f:
+        data = f.read()
+    inputs = {"image": list(data)} if args.input_form == "json" else data
+    result = contract_run(args.model, inputs, weights=args.weights, revision=args.revision, dtype=args.dtype,
+                          **options)
+    print_json(envelope(result) if args.envelope else result)
+    return 0

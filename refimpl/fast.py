@@ -1,0 +1,496 @@
+"""The fast ResNet-50 forward: the same network as resnet.py, computed with fewer and cheaper passes.
+
+resnet.py is the reference: one op per line, NCHW, batch norm after every conv. This module
+computes the same function and is checked against it tensor by tensor (tests/test_fast.py). What
+it does differently, each step measured (notes/perf.md, benchmarks/layout_choice.py):
+
+1. **Batch norm folded into the convs, once.** Frozen BN is an affine map per output channel,
+   y = (conv(x) - mean) * gamma / sqrt(var + eps) + beta, so it folds into the conv:
+   W' = W * scale[o], b' = beta - mean * scale with scale = gamma / sqrt(var + eps).
+   `fold_conv_bn` does it (in float64, then cast); `plan()` folds a whole backbone and caches the
+   result per loaded params mapping, so it happens once per model.
+2. **One GEMM per conv for the whole batch, in the layout picked by measurement** (`LAYOUTS`).
+   A 1x1 conv is a plain matmul of the activation matrix (no im2col; a strided 1x1 first takes
+   every other pixel, one copy). A 3x3 or 7x7 conv reads its windows through a strided view of
+   a zero-bordered buffer and copies them once into a reused column buffer, then one matmul.
+3. **No temporaries on the hot path.** Every matmul writes into a reused buffer
+   (`np.matmul(out=...)`), bias, ReLU and the residual add are in place, and a layer that feeds a
+   padded conv (or the max pool) writes its ReLU straight into the interior of that conv's
+   zero-bordered input buffer, so padding costs no extra pass.
+4. The max pool follows a ReLU, so its input is >= 0 and zero padding gives the same maximum as
+   PyTorch's -inf padding (every 3x3/2 window with padding 1 holds at least one real pixel).
+
+Tracing (a `trace` dict) records the same names as resnet.py, converted to NCHW copies; it is
+slower, and meant for tests. Results equal the reference's within float rounding: folding BN and
+summing in another order changes the last bits (about 1e-7 relative in float32, 1e-16 in float64).
+
+    >>> logits = fast.classify(params, pixel_values)                   # = resnet.classify
+    >>> stages = fast.backbone(params, names, pixel_values)            # = resnet.backbone
+"""
+
+import threading
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from . import ops
+from .resnet import BN_EPS, CLASSIFIER_NAMES, DEPTHS
+
+# --- layouts ------------------------------------------------------------------------------------
+#
+# An activation is a 4-D array in the layout; its "matrix" is the free reshape a 1x1 conv
+# multiplies: NHWC -> (N*H*W, C), channels contiguous; CNHW -> (C, N*H*W), pixels contiguous.
+# Both run a whole batch as one GEMM (NCHW would need one per image). Which is faster depends on
+# the BLAS kernel's preferred orientation; benchmarks/layout_choice.py measures it.
+
+
+class NHWC:
+    """(N, H, W, C). conv: cols (N*Ho*Wo, kh*kw*C) @ W (kh*kw*C, O)."""
+
+    name = "NHWC"
+    axes = (0, 2, 3, 1)  # NCHW -> this layout
+    inverse = (0, 3, 1, 2)  # this layout -> NCHW
+
+    @staticmethod
+    def weight_matrix(w):
+        """(O, C, kh, kw) -> (kh*kw*C, O), rows in the (i, j, c) order of `windows`."""
+        return np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(-1, w.shape[0]))
+
+    @staticmethod
+    def bias(b):
+        return b  # broadcasts over the last (channel) axis
+
+    @staticmethod
+    def spatial(a, rows, cols):
+        """Index the H and W axes."""
+        return a[:, rows, cols, :]
+
+    @staticmethod
+    def matrix(a):
+        return a.reshape(-1, a.shape[3])
+
+    @staticmethod
+    def channels(a):
+        return a.shape[3]
+
+    @staticmethod
+    def windows(xp, k, stride, ho, wo):
+        """Window view of the padded input (no copy), shaped as the column matrix's rows."""
+        n, _, _, c = xp.shape
+        s_n, s_h, s_w, s_c = xp.strides
+        view = as_strided(xp, (n, ho, wo, k, k, c), (s_n, s_h * stride, s_w * stride, s_h, s_w, s_c), writeable=False)
+        return view, (n * ho * wo, k * k * c)
+
+    @staticmethod
+    def gemm(cols, w, out):
+        return np.matmul(cols, w, out=out)
+
+    @staticmethod
+    def shape(n, c, h, w):
+        return (n, h, w, c)
+
+    @staticmethod
+    def global_avg_pool(a):
+        """(N, H, W, C) -> (N, C)."""
+        n, h, w, c = a.shape
+        return a.reshape(n, h * w, c).mean(axis=1, dtype=a.dtype)
+
+
+class CNHW:
+    """(C, N, H, W). conv: W (O, C*kh*kw) @ cols (C*kh*kw, N*Ho*Wo)."""
+
+    name = "CNHW"
+    axes = (1, 0, 2, 3)
+    inverse = (1, 0, 2, 3)
+
+    @staticmethod
+    def weight_matrix(w):
+        """(O, C, kh, kw) -> (O, C*kh*kw), columns in the (c, i, j) order of `windows`."""
+        return np.ascontiguousarray(w.reshape(w.shape[0], -1))
+
+    @staticmethod
+    def bias(b):
+        return b.reshape(-1, 1)  # broadcasts along each channel's row
+
+    @staticmethod
+    def spatial(a, rows, cols):
+        return a[:, :, rows, cols]
+
+    @staticmethod
+    def matrix(a):
+        return a.reshape(a.shape[0], -1)
+
+    @staticmethod
+    def channels(a):
+        return a.shape[0]
+
+    @staticmethod
+    def windows(xp, k, stride, ho, wo):
+        c, n, _, _ = xp.shape
+        s_c, s_n, s_h, s_w = xp.strides
+        view = as_strided(xp, (c, k, k, n, ho, wo), (s_c, s_h, s_w, s_n, s_h * stride, s_w * stride), writeable=False)
+        return view, (c * k * k, n * ho * wo)
+
+    @staticmethod
+    def gemm(cols, w, out):
+        return np.matmul(w, cols, out=out)
+
+    @staticmethod
+    def shape(n, c, h, w):
+        return (c, n, h, w)
+
+    @staticmethod
+    def global_avg_pool(a):
+        """(C, N, H, W) -> (N, C)."""
+        c, n, h, w = a.shape
+        return a.reshape(c, n, h * w).mean(axis=2, dtype=a.dtype).T
+
+
+LAYOUTS = {"NHWC": NHWC, "CNHW": CNHW}
+DEFAULT_LAYOUT = "NHWC"  # chosen by measurement: see notes/perf.md
+
+
+# --- folding ------------------------------------------------------------------------------------
+
+def fold_conv_bn(weight, gamma, beta, mean, var, eps=BN_EPS):
+    """Fold frozen batch norm into the conv before it: returns (W', b') with
+    conv(x, W') + b' == batch_norm(conv(x, W)) for every x. Computed in float64."""
+    scale = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(var, np.float64) + eps)
+    w = np.asarray(weight, np.float64) * scale.reshape(-1, 1, 1, 1)
+    b = np.asarray(beta, np.float64) - np.asarray(mean, np.float64) * scale
+    return w, b
+
+
+@dataclass
+class Conv:
+    """One conv with its BN folded in, its weight laid out as the layout's GEMM operand."""
+
+    w: np.ndarray
+    b: np.ndarray  # shaped to broadcast over the layout's output matrix
+    k: int
+    stride: int
+    pad: int
+    c_out: int
+
+
+@dataclass
+class BlockPlan:
+    names: object  # resnet.Block: trace names
+    stride: int
+    convs: tuple  # three Conv
+    shortcut: Conv | None
+    out_bias: np.ndarray  # conv3's bias (+ the shortcut's): added once after the residual sum
+
+
+@dataclass
+class Plan:
+    """A backbone with every BN folded, ready to run in one layout and dtype."""
+
+    layout: type
+    dtype: np.dtype
+    names: object  # resnet.ResNetNames
+    stem: Conv
+    stages: list  # of lists of BlockPlan
+
+
+def _fold(params, conv, norm, layout, dtype, stride=1, pad=0):
+    w = params[conv + ".weight"]
+    w2, b2 = fold_conv_bn(w, *(params[f"{norm}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")))
+    return Conv(layout.weight_matrix(w2.astype(dtype)), layout.bias(b2.astype(dtype)), w.shape[2], stride, pad, w.shape[0])
+
+
+def build_plan(params, names, depths=DEPTHS, dtype=np.float32, layout=DEFAULT_LAYOUT):
+    """Fold every BN of the backbone named by `names` into its conv. No caching: see `plan`."""
+    lay = LAYOUTS[layout] if isinstance(layout, str) else layout
+    dtype = np.dtype(dtype)
+    conv, norm, _, _ = names.stem()
+    stem = _fold(params, conv, norm, lay, dtype, stride=2, pad=3)
+    stages = []
+    for s, depth in enumerate(depths):
+        blocks = []
+        for i in range(depth):
+            block = names.block(s, i)
+            stride = 2 if (i == 0 and s > 0) else 1
+            c1 = _fold(params, block.convs[0], block.norms[0], lay, dtype)
+            c2 = _fold(params, block.convs[1], block.norms[1], lay, dtype, stride=stride, pad=1)
+            c3 = _fold(params, block.convs[2], block.norms[2], lay, dtype)
+            sc = None if block.shortcut is None else _fold(params, *block.shortcut, lay, dtype, stride=stride)
+            out_bias = c3.b if sc is None else c3.b + sc.b
+            blocks.append(BlockPlan(block, stride, (c1, c2, c3), sc, out_bias))
+        stages.append(blocks)
+    return Plan(lay, dtype, names, stem, stages)
+
+
+# The cache: one Plan per (params mapping, names, depths, dtype, layout). An entry is valid while
+# the params mapping holds the very arrays it was folded from (checked by identity on each call,
+# ~30 us); it is dropped when the stem weight array is garbage-collected. Arrays changed in place
+# are not detected: call clear_cache() after editing weights in place.
+_PLANS = {}
+_PLANS_LOCK = threading.Lock()
+
+
+def _source_keys(names, depths):
+    conv, norm, _, _ = names.stem()
+    pairs = [(conv, norm)]
+    for s, depth in enumerate(depths):
+        for i in range(depth):
+            block = names.block(s, i)
+            pairs += list(zip(block.convs, block.norms))
+            if block.shortcut is not None:
+                pairs.append(block.shortcut)
+    keys = []
+    for c, n in pairs:
+        keys += [c + ".weight"] + [f"{n}.{k}" for k in ("weight", "bias", "running_mean", "running_var")]
+    return keys
+
+
+def plan(params, names, depths=DEPTHS, dtype=np.float32, layout=DEFAULT_LAYOUT):
+    """The folded backbone for `params`, built on first use and cached (see `_PLANS`)."""
+    depths = tuple(depths)
+    key = (id(params), names, depths, np.dtype(dtype).str, layout if isinstance(layout, str) else layout.name)
+    entry = _PLANS.get(key)
+    if entry is not None:
+        keys, refs, cached = entry
+        if all(params.get(k) is r() for k, r in zip(keys, refs)):
+            return cached
+    keys = _source_keys(names, depths)
+    built = build_plan(params, names, depths, dtype, layout)
+    with _PLANS_LOCK:
+        _PLANS[key] = (keys, [weakref.ref(params[k]) for k in keys], built)
+    weakref.finalize(params[keys[0]], _PLANS.pop, key, None)
+    return built
+
+
+def clear_cache():
+    """Forget every folded plan and release this thread's reused buffers."""
+    with _PLANS_LOCK:
+        _PLANS.clear()
+    _WORKSPACE.buffers = {}
+
+
+def compute_dtype(params, names, x):
+    """The dtype the reference would compute in: x's and the weights' common type."""
+    return np.result_type(x.dtype, params[names.stem()[0] + ".weight"].dtype)
+
+
+# --- reused buffers -----------------------------------------------------------------------------
+
+class _Workspace(threading.local):
+    """Grow-only flat buffers by role, one set per thread: a forward pass asks for the same
+    roles in the same sizes every time, so after the first call it allocates nothing but its
+    outputs. `reuse = False` allocates afresh each time (to measure what reuse saves)."""
+
+    reuse = True
+
+    def __init__(self):
+        self.buffers = {}
+
+    def get(self, role, shape, dtype):
+        size = int(np.prod(shape))
+        if not self.reuse:
+            return np.empty(shape, dtype)
+        buf = self.buffers.get((role, dtype))
+        if buf is None or buf.size < size:
+            buf = self.buffers[(role, dtype)] = np.empty(size, dtype)
+        return buf[:size].reshape(shape)
+
+    def padded(self, role, layout, n, c, h, w, pad, dtype):
+        """A buffer for an (n, c, h+2pad, w+2pad) input with a zero border; returns (buffer,
+        its interior), the interior for the caller to fill."""
+        buf = self.get(role, layout.shape(n, c, h + 2 * pad, w + 2 * pad), dtype)
+        if pad:
+            top, bottom = slice(0, pad), slice(h + pad, h + 2 * pad)
+            left, right = slice(0, pad), slice(w + pad, w + 2 * pad)
+            every = slice(None)
+            for rows, cols in ((top, every), (bottom, every), (every, left), (every, right)):
+                layout.spatial(buf, rows, cols)[...] = 0
+        return buf, layout.spatial(buf, slice(pad, pad + h), slice(pad, pad + w))
+
+
+_WORKSPACE = _Workspace()
+
+
+_ZEROS = {}
+
+
+def relu(y, out=None):
+    """max(y, 0), in place or into `out`. Taken against a row of zeros broadcast along the last
+    axis rather than the scalar 0: numpy's maximum runs about twice as fast that way (measured,
+    numpy 2.4; the scalar case misses the vectorized loop)."""
+    n = y.shape[-1]
+    zeros = _ZEROS.get(y.dtype)
+    if zeros is None or zeros.size < n:
+        zeros = _ZEROS[y.dtype] = np.zeros(max(n, 4096), y.dtype)
+    return np.maximum(y, zeros[:n], out=y if out is None else out)
+
+
+def release_buffers():
+    """Free this thread's reused buffers (they are re-made on the next forward)."""
+    _WORKSPACE.buffers = {}
+
+
+# --- the forward ------------------------------------------------------------------------------
+#
+# The three kinds of work, kept in three small functions so that a profiler can time them
+# (refimpl/bench.py): `im2col` (the one copy), `gemm` (BLAS), everything else (bias, ReLU,
+# residual, pooling, layout changes).
+
+def im2col(layout, xp, k, stride, ho, wo, out):
+    """Copy the windows of the padded input `xp` into the column buffer `out` (the one copy)."""
+    view, shape = layout.windows(xp, k, stride, ho, wo)
+    np.copyto(out.reshape(view.shape), view)
+    return out
+
+
+def subsample(layout, x, stride, out):
+    """Every `stride`-th pixel (a strided 1x1 conv's input): one copy."""
+    np.copyto(out, layout.spatial(x, slice(None, None, stride), slice(None, None, stride)))
+    return out
+
+
+def gemm(layout, cols, w, out):
+    return layout.gemm(cols, w, out)
+
+
+def conv(layout, ws, c, x, n, h, w, out):
+    """Conv `c` (BN folded, no bias added yet) of the activation `x` ((n, C, h, w) in `layout`;
+    for a padded conv, `x` is the whole zero-bordered buffer), into `out`: a reused buffer's
+    role name, or an array. Returns (output matrix, ho, wo)."""
+    ho = ops.conv_output_size(h, c.k, c.stride, c.pad)
+    wo = ops.conv_output_size(w, c.k, c.stride, c.pad)
+    dtype = x.dtype
+    if c.k == 1 and c.stride == 1:
+        cols = layout.matrix(x)
+    elif c.k == 1:
+        sub = subsample(layout, x, c.stride, ws.get("subsample", layout.shape(n, layout.channels(x), ho, wo), dtype))
+        cols = layout.matrix(sub)
+    else:
+        _, shape = layout.windows(x, c.k, c.stride, ho, wo)
+        cols = im2col(layout, x, c.k, c.stride, ho, wo, ws.get("cols", shape, dtype))
+    if isinstance(out, str):
+        out = layout.matrix(ws.get(out, layout.shape(n, c.c_out, ho, wo), dtype))
+    return gemm(layout, cols, c.w, out), ho, wo
+
+
+def _as_4d(layout, matrix, n, c, h, w):
+    return matrix.reshape(layout.shape(n, c, h, w))
+
+
+def _record(trace, name, layout, a):
+    """Trace entries are NCHW copies, as the reference's (a copy always: `a` may be a reused
+    buffer, and ascontiguousarray would return a view when the transpose happens to be C order)."""
+    if trace is not None:
+        trace[name] = np.array(a.transpose(layout.inverse), order="C", copy=True)
+
+
+def stem(p, ws, x, trace=None):
+    """(N, 3, H, W) NCHW -> the max-pooled stem output (N, 64, H/4, W/4) in the layout."""
+    lay, dt = p.layout, p.dtype
+    n, c_in, h, w = x.shape
+    conv_name, _, out_name, pool_name = p.names.stem()
+    xp, inner = ws.padded("stem_in", lay, n, c_in, h, w, p.stem.pad, dt)
+    np.copyto(inner, x.transpose(lay.axes))  # NCHW -> layout, and into the zero border: one copy
+    y, h, w = conv(lay, ws, p.stem, xp, n, h, w, "stem_out")
+    y += p.stem.b
+    # ReLU straight into the zero-bordered buffer of the max pool (zero padding is exact after a ReLU).
+    c = p.stem.c_out
+    pp, inner = ws.padded("pool_in", lay, n, c, h, w, 1, dt)
+    relu(_as_4d(lay, y, n, c, h, w), out=inner)
+    _record(trace, out_name, lay, inner)
+    ho, wo = ops.conv_output_size(h, 3, 2, 1), ops.conv_output_size(w, 3, 2, 1)
+    out = ws.get("pool_out", lay.shape(n, c, ho, wo), dt)
+    for i in range(3):
+        for j in range(3):
+            window = lay.spatial(pp, slice(i, i + 2 * ho - 1, 2), slice(j, j + 2 * wo - 1, 2))
+            if i == j == 0:
+                np.copyto(out, window)
+            else:
+                np.maximum(out, window, out=out)
+    _record(trace, pool_name, lay, out)
+    return out, ho, wo
+
+
+def bottleneck(p, ws, bp, x, n, h, w, out, trace=None):
+    """One block. x: (n, C_in, h, w) in the layout -> (output, ho, wo), the output written into
+    `out` (a fresh array, or the role name of a reused buffer that does not hold `x`)."""
+    lay, dt = p.layout, p.dtype
+    c1, c2, c3 = bp.convs
+    names = bp.names
+    # 1x1 reduce, bias, ReLU written into the 3x3 conv's zero-bordered input.
+    t, _, _ = conv(lay, ws, c1, x, n, h, w, "t1")
+    t += c1.b
+    xp, inner = ws.padded("t1_padded", lay, n, c1.c_out, h, w, c2.pad, dt)
+    relu(_as_4d(lay, t, n, c1.c_out, h, w), out=inner)
+    _record(trace, names.steps[0], lay, inner)
+    # 3x3 (the stride is here), bias, ReLU in place.
+    t, ho, wo = conv(lay, ws, c2, xp, n, h, w, "t2")
+    t += c2.b
+    relu(t)
+    t = _as_4d(lay, t, n, c2.c_out, ho, wo)
+    _record(trace, names.steps[1], lay, t)
+    # 1x1 expand into the block's output, then the shortcut, the biases, ReLU, all in place.
+    y, _, _ = conv(lay, ws, c3, t, n, ho, wo, out if isinstance(out, str) else lay.matrix(out))
+    if trace is not None:
+        _record(trace, names.steps[2], lay, _as_4d(lay, y + c3.b, n, c3.c_out, ho, wo))
+    if bp.shortcut is None:
+        y += lay.matrix(x)
+    else:
+        s, _, _ = conv(lay, ws, bp.shortcut, x, n, h, w, "shortcut")
+        if trace is not None:
+            _record(trace, names.shortcut_out, lay, _as_4d(lay, s + bp.shortcut.b, n, c3.c_out, ho, wo))
+        y += s
+    y += bp.out_bias
+    relu(y)
+    return _as_4d(lay, y, n, c3.c_out, ho, wo), ho, wo
+
+
+def run(p, x, trace=None, keep_stages=True):
+    """x: (N, 3, H, W) NCHW. Returns the four stage outputs in the layout: fresh arrays if
+    `keep_stages`, else the last one only, in a reused buffer (valid until the next call)."""
+    ws = _WORKSPACE
+    n = x.shape[0]
+    a, h, w = stem(p, ws, x, trace)
+    role = None  # the reused buffer holding `a`, if any (the pool's is not one of the two below)
+    features = []
+    for s, blocks in enumerate(p.stages):
+        for i, bp in enumerate(blocks):
+            if i == len(blocks) - 1 and keep_stages:
+                ho = ops.conv_output_size(h, 3, bp.stride, 1)
+                wo = ops.conv_output_size(w, 3, bp.stride, 1)
+                out, role = np.empty(p.layout.shape(n, bp.convs[2].c_out, ho, wo), p.dtype), None
+            else:  # ping-pong between two reused buffers: a block never writes over its input
+                out = role = "block_b" if role == "block_a" else "block_a"
+            a, h, w = bottleneck(p, ws, bp, a, n, h, w, out, trace)
+            _record(trace, bp.names.name, p.layout, a)
+        _record(trace, p.names.stage(s), p.layout, a)
+        if keep_stages:
+            features.append(a)
+    return features if keep_stages else [a]
+
+
+def backbone(params, names, x, trace=None, depths=DEPTHS, layout=DEFAULT_LAYOUT):
+    """As resnet.backbone: (N, 3, H, W) -> the four stage outputs, NCHW-shaped (N, C, h, w).
+
+    They are NCHW *views* (a transpose) of fresh arrays in the fast layout: no copy, nothing
+    shared with a later call; np.ascontiguousarray() them if C order matters."""
+    p = plan(params, names, depths, compute_dtype(params, names, x), layout)
+    return [a.transpose(p.layout.inverse) for a in run(p, x, trace)]
+
+
+def classify(params, pixel_values, trace=None, layout=DEFAULT_LAYOUT):
+    """As resnet.classify: ResNetForImageClassification, (N, 3, H, W) -> logits (N, num_labels)."""
+    names = CLASSIFIER_NAMES
+    p = plan(params, names, DEPTHS, compute_dtype(params, names, pixel_values), layout)
+    if trace is not None:
+        trace["pixel_values"] = pixel_values
+    (last,) = run(p, pixel_values, trace, keep_stages=False)
+    pooled = p.layout.global_avg_pool(last)  # (N, 2048)
+    if trace is not None:
+        trace["resnet.pooler"] = np.array(pooled.reshape(*pooled.shape, 1, 1), order="C", copy=True)
+    w, b = params["classifier.1.weight"], params["classifier.1.bias"]
+    logits = ops.linear(np.ascontiguousarray(pooled), w.astype(p.dtype, copy=False), b.astype(p.dtype, copy=False))
+    if trace is not None:
+        trace["classifier.1"] = logits
+    return logits

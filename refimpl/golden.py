@@ -1,0 +1,305 @@
+"""Golden test sets: self-describing reference data another implementation checks itself against.
+
+    >>> from refimpl.golden import export
+    >>> manifest = export("golden/", model="resnet-50", images=["examples/cat.png"])
+
+In the spirit of ONNX's backend test data (`test_data_set_0/input_0.pb, output_0.pb`), but with
+every intermediate: for each input image, a folder with
+
+    <case>/input.<ext>            the exact input bytes (what the hosted API would be sent)
+    <case>/output.json            the final contract output (the hosted API's JSON)
+    <case>/trace.json             the trace metadata: data-flow order, shapes, provenance
+    <case>/tensors/<name>.npy     every named tensor: image, pixel_values, each layer's output...
+                                  (or <case>/trace.safetensors with format="safetensors")
+
+plus `manifest.json` (model, weights and input SHA-256, dtype, preprocessing, tolerances, and
+every file with its SHA-256) and a `README.md` telling another implementation how to check
+itself, with `refimpl compare` or by hand with numpy (`readme()` writes it).
+
+Deterministic: the same images, weights and versions give byte-identical files (no timestamps,
+sorted JSON keys, `np.save` and `save_trace` write no clocks or random state).
+"""
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .compare import DEFAULT_ATOL, DEFAULT_RTOL, save_npy_folder
+from .trace import HOSTED, environment, load_model, model_id, save_trace, trace, weights_record
+
+FORMAT = "refimpl-golden/1"
+FORMATS = ("npy", "safetensors")
+
+# Recommended tolerances per model for float32 implementations, on the compare rule
+# max|A - B| <= atol + rtol * max|B|. Measured here: float32 vs float64 stays below ~1e-5
+# relative for ResNet-50 and ~5e-5 for DETR (attention weights, box head), see notes/conformance.md.
+TOLERANCES = {
+    "resnet-50": {"rtol": DEFAULT_RTOL, "atol": DEFAULT_ATOL},
+    "detr-resnet-50": {"rtol": 1e-3, "atol": 1e-5},
+}
+
+
+def _json(obj):
+    return json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=True, allow_nan=False) + "\n"
+
+
+def sha256_file(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def synthetic_images():
+    """Two small deterministic test images (PNG bytes), used when no images are given."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    y, x = np.mgrid[0:120, 0:160].astype(np.float64)
+    gradient = np.stack([255 * x / 159, 255 * y / 119, 128 + 100 * np.sin((x + y) / 9)], axis=-1)
+    sy, sx = np.mgrid[0:128, 0:96]
+    shapes = np.full((128, 96, 3), 30.0)
+    shapes[20:70, 10:60] = (220, 40, 40)
+    shapes[((sy - 90) ** 2 + (sx - 55) ** 2) < 500] = (40, 200, 90)
+    out = {}
+    for name, array in (("gradient", gradient), ("shapes", shapes)):
+        buf = BytesIO()
+        Image.fromarray(np.clip(array, 0, 255).astype(np.uint8)).save(buf, "PNG")
+        out[name + ".png"] = buf.getvalue()
+    return out
+
+
+def _case_name(name, taken):
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem) or "image"
+    candidate, i = stem, 2
+    while candidate in taken:
+        candidate, i = f"{stem}-{i}", i + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _prepare_out(out, overwrite):
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        manifest = out / "manifest.json"
+        is_golden = manifest.is_file() and json.loads(manifest.read_text()).get("format") == FORMAT
+        if not overwrite:
+            raise FileExistsError(f"{out} is not empty (pass overwrite=True / --overwrite to replace a golden set)")
+        if not is_golden:
+            raise FileExistsError(f"{out} is not empty and is not a golden set: refusing to delete anything in it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def export(out, model="resnet-50", images=None, weights=None, revision="main", dtype="float32",
+           format="npy", overwrite=False, progress=None, **options):
+    """Write a golden set for `images` (paths, or {name: bytes}; default: two synthetic images)
+    to the folder `out`. model: a name or a loaded model. options: output options as for
+    `refimpl.run` (top_k, threshold, ...). Returns the manifest (a dict)."""
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    if isinstance(model, str):
+        model = load_model(model, weights, revision, dtype)
+    name = model_id(model)
+    if images is None or (not isinstance(images, dict) and not images):
+        inputs = synthetic_images()
+    elif isinstance(images, dict):
+        inputs = dict(images)
+    else:
+        inputs = {}
+        for p in images:
+            key = str(p)
+            inputs[key] = Path(p).read_bytes()
+    out = _prepare_out(out, overwrite)
+    taken, cases, metadata = set(), [], None
+    for i, (source, data) in enumerate(inputs.items()):
+        case = _case_name(source, taken)
+        if progress:
+            progress(i, len(inputs), case)
+        folder = out / case
+        folder.mkdir()
+        ext = Path(source).suffix.lower() or ".bin"
+        (folder / f"input{ext}").write_bytes(data)
+        tensors, metadata = trace(data, model, **options)
+        metadata["input"]["name"] = Path(source).name
+        per_case = {k: v for k, v in metadata.items() if k != "environment"}
+        (folder / "output.json").write_text(_json(metadata["output"]))
+        files = {"input": f"{case}/input{ext}", "output": f"{case}/output.json"}
+        entries = []
+        if format == "npy":
+            save_npy_folder(folder / "tensors", tensors, {})
+            (folder / "tensors" / "trace.json").unlink()  # the case's trace.json (below) holds it
+            (folder / "trace.json").write_text(_json(dict(per_case, tensor_order=list(tensors))))
+            files["trace"] = f"{case}/trace.json"
+            for t, value in tensors.items():
+                rel = f"{case}/tensors/{t}.npy"
+                entries.append({"name": t, "file": rel, "shape": list(value.shape), "dtype": value.dtype.name,
+                                "sha256": sha256_file(out / rel)})
+        else:
+            save_trace(folder / "trace.safetensors", tensors, per_case)
+            files["trace"] = f"{case}/trace.safetensors"
+            entries = [{"name": t, "shape": list(v.shape), "dtype": v.dtype.name} for t, v in tensors.items()]
+        cases.append({
+            "name": case,
+            "files": {k: {"file": v, "sha256": sha256_file(out / v)} for k, v in files.items()},
+            "input": {k: v for k, v in metadata["input"].items()},
+            "output": metadata["output"],
+            "tensors": entries,
+        })
+    from .judge import Tolerances
+    from dataclasses import asdict
+
+    manifest = {
+        "format": FORMAT,
+        "refimpl_version": __version__,
+        "model": name,
+        "hosted_model": HOSTED[name],
+        "dtype": np.dtype(model.dtype).name,
+        "weights": weights_record(model),
+        "preprocessing": model.checkpoint.preprocessor,
+        "output_options": metadata["output_options"] if metadata else {},
+        "environment": environment(),
+        "tensor_format": format,
+        "naming": "tensors are named by the checkpoint's module path; <case>/tensors/<name>.npy; "
+                  "data-flow order = the order of each case's `tensors` list",
+        "tolerances": {
+            "rule": "per tensor: max|yours - golden| <= atol + rtol * max|golden|",
+            **TOLERANCES[name],
+            "output": asdict(Tolerances()),
+        },
+        "cases": cases,
+    }
+    (out / "manifest.json").write_text(_json(manifest))
+    (out / "README.md").write_text(readme(manifest))
+    return manifest
+
+
+def readme(manifest):
+    """The README.md of a golden set: what is in it and how to check an implementation against it."""
+    m = manifest
+    first = m["cases"][0] if m["cases"] else {"name": "CASE", "tensors": [{"name": "pixel_values"}]}
+    names = [t["name"] for t in first["tensors"]]
+    example = ", ".join(f"`{n}`" for n in names[:4]) + (f", ... `{names[-1]}`" if len(names) > 4 else "")
+    npy = m["tensor_format"] == "npy"
+    layout = (
+        "    <case>/input.<ext>          the exact input bytes\n"
+        "    <case>/output.json          the final output, in the hosted API's JSON format\n"
+        + ("    <case>/trace.json           metadata: data-flow order (`tensor_order`), provenance\n"
+           "    <case>/tensors/<name>.npy   every intermediate, one .npy file per tensor\n"
+           if npy else
+           "    <case>/trace.safetensors    every intermediate, with the metadata in its header\n")
+    )
+    cases = "\n".join(f"- `{c['name']}`: {c['input'].get('name', '')} ({c['input'].get('bytes', '?')} bytes, "
+                      f"sha256 `{c['input']['sha256'][:16]}...`), {len(c['tensors'])} tensors" for c in m["cases"])
+    tol = m["tolerances"]
+    load = ("np.load(root / t[\"file\"])" if npy else
+            "golden_tensors[t[\"name\"]]")
+    preload = "" if npy else (
+        "    from safetensors.numpy import load_file\n"
+        "    golden_tensors = load_file(str(root / case[\"files\"][\"trace\"][\"file\"]))\n")
+    return f"""# Golden test set: {m['model']} ({m['hosted_model']})
+
+Made by refimpl {m['refimpl_version']} (pure-numpy reference implementation), dtype {m['dtype']},
+weights sha256 `{m['weights']['sha256']}`. Every file is listed with its SHA-256 in
+`manifest.json`.
+
+## Layout
+
+    README.md                   this file
+    manifest.json               model, weights, preprocessing, tolerances, every case and file
+{layout}
+Cases:
+
+{cases}
+
+Tensors are named by the checkpoint's module path ({example}); `image` is the decoded RGB image
+(H, W, 3) uint8, `pixel_values` the preprocessed input (N, C, H, W). All tensors keep the batch
+axis (N = 1) and the NCHW layout. The order of a case's `tensors` list in `manifest.json` is the
+data-flow order: the first tensor that disagrees is where your implementation starts to differ.
+
+## Tolerance
+
+Per tensor: `max|yours - golden| <= atol + rtol * max|golden|` with rtol = {tol['rtol']:g},
+atol = {tol['atol']:g} (a float32 implementation on another BLAS or runtime sits well inside).
+Final outputs: same labels in the same order, scores within {tol['output']['score_atol']:g}, boxes
+with IoU >= {tol['output']['iou_min']:g} and corners within {tol['output']['corner_px']:g} px.
+
+## Check your implementation with refimpl
+
+1. Run your implementation on `<case>/input.*` and save each intermediate you can as
+   `<name>.npy` in a folder (`np.save(f"mine/{{name}}.npy", array)`), named like the files here.
+   Different names? Map them: `--map yourname=ourname`, `--map 'yourprefix*=ourprefix*'`, or
+   `--map-file names.json`. A missing batch axis is fine; missing tensors are listed, not failed.
+2. Compare, with this golden case as the reference (B):
+
+       refimpl compare mine/ {first['name']}/ --rtol {tol['rtol']:g} --atol {tol['atol']:g}
+
+   Exit code 0: you agree. 1: the report names the first tensor that exceeds the tolerance, in
+   data-flow order, with a diagnosis (shape mismatch, layout transposed (NHWC vs NCHW), NaN/inf,
+   channel swap or permutation (RGB vs BGR), constant or per-channel offset, scale factor,
+   generic drift). `--json` gives the same as JSON.
+3. Check the final output: `refimpl audit {first['name']}/input.* --model {m['model']} --claimed
+   your_output.json` (needs the same weights), or compare with `<case>/output.json` by hand.
+
+## Check your implementation by hand, with numpy only
+
+Replace `run_my_implementation` with a call to yours; it gets the input bytes and returns a
+dict name -> numpy array of the tensors you want to check.
+
+```python
+import hashlib, json, pathlib
+import numpy as np
+
+root = pathlib.Path(".")  # this folder
+manifest = json.loads((root / "manifest.json").read_text())
+rtol, atol = manifest["tolerances"]["rtol"], manifest["tolerances"]["atol"]
+
+def run_my_implementation(image_bytes):
+    raise NotImplementedError("return {{tensor name: np.ndarray}} from your implementation")
+
+failures = 0
+for case in manifest["cases"]:
+    files = case["files"]
+    for entry in files.values():  # the golden files are intact
+        assert hashlib.sha256((root / entry["file"]).read_bytes()).hexdigest() == entry["sha256"], entry["file"]
+{preload}    mine = run_my_implementation((root / files["input"]["file"]).read_bytes())
+    for t in case["tensors"]:  # data-flow order
+        if t["name"] not in mine:
+            continue
+        golden = {load}
+        ours = np.asarray(mine[t["name"]], dtype=np.float64)
+        if ours.size != golden.size:
+            print(f"{{case['name']}}: first divergence at {{t['name']}}: shape {{ours.shape}}, golden {{golden.shape}}")
+            failures += 1
+            break
+        ours = ours.reshape(golden.shape)  # a missing batch axis is fine
+        error = np.abs(ours - golden).max()
+        limit = atol + rtol * np.abs(golden).max()
+        if not error <= limit:  # also catches NaN
+            print(f"{{case['name']}}: first divergence at {{t['name']}}: max abs error {{error:.3g}} > {{limit:.3g}}")
+            failures += 1
+            break
+    else:
+        print(f"{{case['name']}}: all checked tensors agree")
+raise SystemExit(1 if failures else 0)
+```
+"""
+
+
+def check_files(folder):
+    """Verify every file listed in a golden set's manifest against its SHA-256 -> list of problems."""
+    folder = Path(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    problems = []
+    for case in manifest["cases"]:
+        for entry in list(case["files"].values()) + [t for t in case["tensors"] if "file" in t]:
+            path = folder / entry["file"]
+            if not path.is_file():
+                problems.append(f"missing: {entry['file']}")
+            elif sha256_file(path) != entry["sha256"]:
+                problems.append(f"sha256 mismatch: {entry['file']}")
+    return problems

@@ -1,0 +1,291 @@
+"""refimpl.audit, `refimpl audit` and `refimpl audit-dir`: agreeing, disagreeing and malformed
+claimed responses each get the right verdict and exit code; audit-dir resumes without duplicates."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from hf_trace import small_checkpoint
+from images import encode, pixels
+from refimpl import audit as audit_module
+from refimpl import contract
+from refimpl.audit import audit, audit_dir, read_records
+from refimpl.cli import main
+
+RESNET = "@cf/microsoft/resnet-50"
+DETR = "@cf/facebook/detr-resnet-50"
+
+
+def sharper_classifier(params):
+    """Logits x3: top-5 scores like a trained model's (about 0.6, 0.15, 0.06, ...), not a near tie."""
+    return dict(params, **{k: 3 * params[k] for k in ("classifier.1.weight", "classifier.1.bias")})
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory, resnet50_dir):
+    """The synthesized ResNet-50 on 64 px inputs, with a sharper classifier."""
+    folder = tmp_path_factory.mktemp("resnet-50-64px")
+    return str(small_checkpoint(folder, resnet50_dir, edit=sharper_classifier, size={"shortest_edge": 64}))
+
+
+def photo(seed, h=60, w=80):
+    return encode(Image.fromarray(pixels(h, w, seed=seed)), "PNG")
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory, weights):
+    """An image, and refimpl's own answer for it (what an agreeing endpoint returns)."""
+    folder = tmp_path_factory.mktemp("audit")
+    image = folder / "photo.png"
+    image.write_bytes(photo(1))
+    answer = contract.run(RESNET, image.read_bytes(), weights=weights)
+    return image, answer
+
+
+def envelope(result):
+    return {"result": result, "success": True, "errors": [], "messages": []}
+
+
+def write(tmp_path, obj, name="claim.json"):
+    path = tmp_path / name
+    path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return path
+
+
+def cli(image, claimed, weights, *extra, model="resnet-50"):
+    return main(["audit", str(image), "--claimed", str(claimed), "--model", model, "--weights", weights, *extra])
+
+
+# --- agree / disagree / malformed ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["bare list", "REST envelope", "worker example"])
+def test_agreeing_claims(case, weights, tmp_path, capsys, shape):
+    image, answer = case
+    claim = {"bare list": answer, "REST envelope": envelope(answer),
+             "worker example": {"inputs": {"image": []}, "response": answer}}[shape]
+    result = audit(image, claim, "resnet-50", weights=weights)
+    assert (result.status, result.exit_code) == ("agree", 0)
+    assert result.reference == answer and result.input_sha256
+    assert cli(image, write(tmp_path, claim), weights) == 0
+    assert "verdict: AGREE" in capsys.readouterr().out
+
+
+def swap_first_two(answer):
+    out = [dict(x) for x in answer]
+    out[0]["label"], out[1]["label"] = out[1]["label"], out[0]["label"]
+    return out
+
+
+DISAGREEING = {
+    "labels swapped": (swap_first_two, "rank 1: label"),
+    "a different label": (lambda a: [dict(a[0], label="TOASTER")] + a[1:], "rank 1: label 'TOASTER'"),
+    "scores off": (lambda a: [dict(x, score=x["score"] + (0.2 if i % 2 else -0.2)) for i, x in enumerate(a)],
+                   "scores differ by up to"),
+    "a label repeated": (lambda a: [a[0], a[0]] + a[2:], "rank 2: label"),
+    "an error envelope": (lambda a: {"result": None, "success": False, "errors": [{"code": 5004, "message": "no"}],
+                                     "messages": []}, "the endpoint reported failure"),
+}
+
+
+@pytest.mark.parametrize("name", list(DISAGREEING))
+def test_disagreeing_claims(case, weights, tmp_path, capsys, name):
+    image, answer = case
+    change, fragment = DISAGREEING[name]
+    claim = change(answer)
+    result = audit(image, claim, RESNET, weights=weights)
+    assert (result.status, result.exit_code) == ("disagree", 1)
+    assert any(fragment in p for p in result.to_dict()["problems"]), result.to_dict()["problems"]
+    assert cli(image, write(tmp_path, claim), weights, "--json") == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["status"] == "disagree" and report["exit_code"] == 1 and report["reference"] == answer
+
+
+MALFORMED = {
+    "not JSON": ('{"result": [{"label": "TABBY", "score": 0.9}', "not JSON"),
+    "empty file": ("", "not JSON"),
+    "a number": ("42", "expected a result array or the REST envelope"),
+    "an unrelated object": ({"label": "TABBY"}, "neither a result array nor the REST envelope"),
+    "a label that is a number": ([{"label": 3, "score": 0.5}], "schema: $[0].label: expected string"),
+    "a score that is a string": ([{"label": "TABBY", "score": "high"}], "schema: $[0].score: expected number"),
+    "an envelope without success": ({"result": []}, "envelope: $: missing required property 'success'"),
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_malformed_claims(case, weights, tmp_path, capsys, name):
+    image, _ = case
+    claim, fragment = MALFORMED[name]
+    path = write(tmp_path, claim)
+    result = audit(image, path, "resnet-50", weights=weights)
+    assert (result.status, result.exit_code) == ("malformed", 3)
+    assert any(fragment in p for p in result.problems), result.problems
+    assert cli(image, path, weights) == 3
+    out = capsys.readouterr().out
+    assert "verdict: MALFORMED" in out and fragment in out
+
+
+def test_explained_claims_need_accept(case, weights, tmp_path):
+    """Labels in the checkpoint's raw style: the same answer, named as a signature; accepted on request."""
+    image, answer = case
+    from refimpl.api import load_resnet50
+
+    raw = load_resnet50(weights)(image.read_bytes(), labels="raw")
+    path = write(tmp_path, raw)
+    result = audit(image, path, "resnet-50", weights=weights)
+    assert result.status == "explained" and result.verdict.signatures == ["label_style"]
+    assert result.exit_code == 1
+    assert audit(image, path, "resnet-50", accept=["label_style"], weights=weights).exit_code == 0
+    assert cli(image, path, weights) == 1
+    assert cli(image, path, weights, "--accept", "label_style") == 0
+
+
+def test_tolerances_are_options(case, weights, tmp_path):
+    image, answer = case
+    nudged = [dict(x, score=x["score"] + 0.005) for x in answer]  # within the default 0.01, same ranking
+    path = write(tmp_path, nudged)
+    assert cli(image, path, weights) == 0
+    assert cli(image, path, weights, "--score-atol", "1e-9") == 1  # explained (score transform), not accepted
+    assert cli(image, path, weights, "--score-atol", "1e-9", "--accept", "monotonic_score_transform") == 0
+    with pytest.raises(SystemExit):
+        main(["audit", str(image), "--claimed", str(path), "--score-atol", "x"])
+    assert main(["audit", str(image), "--claimed", str(path), "--weights", weights, "--accept", "nonsense"]) == 2
+
+
+def test_image_refimpl_refuses(weights, tmp_path):
+    image = tmp_path / "broken.png"
+    image.write_bytes(photo(2)[:40])  # a truncated PNG
+    error = {"result": None, "success": False, "errors": [{"code": 5004, "message": "Invalid data"}], "messages": []}
+    assert audit(image, error, "resnet-50", weights=weights).status == "agree"  # both refuse
+    result = audit(image, [{"label": "TABBY", "score": 0.9}], "resnet-50", weights=weights)
+    assert result.status == "disagree" and "refimpl refuses this image" in result.verdict.problems[0]
+
+
+# --- DETR -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def detr_case(tmp_path_factory, detr_timm_dir):
+    folder = tmp_path_factory.mktemp("audit-detr")
+    weights = str(small_checkpoint(folder / "weights", detr_timm_dir, size={"shortest_edge": 128, "longest_edge": 192}))
+    image = folder / "scene.png"
+    image.write_bytes(photo(5, 120, 180))
+    return image, weights
+
+
+def test_detr_claims(detr_case, tmp_path, capsys):
+    image, weights = detr_case
+    every = contract.run(DETR, image.read_bytes(), weights=weights, threshold=None)  # all queries
+    ours = [d for d in every if d["score"] > 0.5]  # refimpl's own answer (threshold 0.5)
+    hosted = contract.hosted_shape(every, wrap_uint16=True)  # the hosted API's observed shape
+    assert ours, "the synthesized DETR should detect something on this image"
+    assert audit(image, ours, DETR, weights=weights).status == "agree"
+    result = audit(image, envelope(hosted), "detr-resnet-50", weights=weights)
+    assert result.status == "explained" and result.exit_code == 1
+    assert {"no_threshold", "integer_rounding"} <= set(result.verdict.signatures)
+    assert result.verdict.accepted(["hosted", "uint16_wraparound"])
+    assert cli(image, write(tmp_path, hosted), weights, "--accept", "hosted", "--accept", "uint16_wraparound",
+               model="detr-resnet-50") == 0
+    assert "verdict: EXPLAINED" in capsys.readouterr().out
+    shifted = [dict(d, box={k: v + 40 for k, v in d["box"].items()}) for d in ours]
+    result = audit(image, shifted, DETR, weights=weights)
+    assert result.status == "disagree" and any("IoU" in p or "missing" in p for p in result.verdict.problems)
+
+
+# --- audit-dir --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def folder(tmp_path, weights):
+    """5 images: 2 agreeing claims (one as an envelope), 1 disagreeing, 1 malformed, 1 without a claim;
+    plus a claim without an image."""
+    d = tmp_path / "photos"
+    d.mkdir()
+    for i, name in enumerate(["a", "b", "c", "d", "e"]):
+        data = photo(10 + i)
+        (d / f"{name}.png").write_bytes(data)
+        answer = contract.run(RESNET, data, weights=weights)
+        claims = {"a": answer, "b": envelope(answer), "c": swap_first_two(answer), "d": "{not json"}
+        if name in claims:
+            write(d, claims[name], f"{name}.json")
+    write(d, [], "orphan.json")
+    return d
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_audit_dir_resumes_without_duplicates(folder, weights, monkeypatch, capsys):
+    out = folder / "audit.jsonl"
+    args = ["audit-dir", str(folder), "--weights", weights]
+    # 1. a partial run
+    assert main(args + ["--limit", "2"]) == 0
+    assert [r["image"] for r in lines(out)] == ["a.png", "b.png"]
+    text = capsys.readouterr()
+    assert "2 of 5 image(s) recorded" in text.out and "3 image(s) not audited yet" in text.out
+    assert "[" in text.err and "2/2" in text.err and "b.png: agree" in text.err  # the progress bar
+
+    # 2. interrupted (Ctrl-C) during the second image of the next run
+    real = audit_module._audit_one
+    calls = []
+
+    def interrupt_second(*a, **k):
+        calls.append(a[0].name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(audit_module, "_audit_one", interrupt_second)
+    assert main(args) == 130
+    monkeypatch.setattr(audit_module, "_audit_one", real)
+    assert [r["image"] for r in lines(out)] == ["a.png", "b.png", "c.png"]
+    # 3. and a crash in the middle of writing a line
+    with open(out, "a") as f:
+        f.write('{"image": "d.png", "status": "agr')
+    capsys.readouterr()
+
+    # 4. the rerun finishes the rest, once each
+    assert main(args) == 1  # c disagrees, d is malformed
+    records = lines(out)
+    assert [r["image"] for r in records] == ["a.png", "b.png", "c.png", "d.png", "e.png"]
+    assert [r["status"] for r in records] == ["agree", "agree", "disagree", "malformed", "no-claim"]
+    assert records[4]["reference"] == contract.run(RESNET, (folder / "e.png").read_bytes(), weights=weights)
+    assert records[0]["claimed"] == "a.json" and records[4]["claimed"] is None
+    summary = capsys.readouterr().out
+    assert "5 of 5 image(s) recorded" in summary and "(2 audited in this run, 0 remaining)" in summary
+    assert "disagree   c.png" in summary and "malformed  d.png" in summary
+    assert "claims without an image (ignored): orphan.json" in summary
+    assert "verdict: 2 image(s) do not agree" in summary
+
+    # 5. nothing left: a rerun changes nothing; --json summary
+    before = out.read_bytes()
+    assert main(args + ["--json"]) == 1
+    summary = json.loads(capsys.readouterr().out)
+    assert out.read_bytes() == before
+    assert summary["by_status"] == {"agree": 2, "disagree": 1, "malformed": 1, "no-claim": 1}
+    assert summary["audited_now"] == 0 and summary["remaining"] == 0 and not summary["ok"]
+
+
+def test_audit_dir_restart_and_other_model_and_read_records(folder, weights, tmp_path):
+    out = tmp_path / "results.jsonl"
+    first = audit_dir(folder, RESNET, out, progress=False, weights=weights)
+    assert first["recorded"] == 5 and first["audited_now"] == 5
+    again = audit_dir(folder, RESNET, out, restart=True, progress=False, weights=weights)
+    assert again["audited_now"] == 5 and len(lines(out)) == 5
+    with pytest.raises(ValueError, match="holds results for @cf/microsoft/resnet-50"):
+        audit_dir(folder, DETR, out, progress=False)
+    out.write_text(out.read_text() + '{"image": "x.png"')  # a torn last line is dropped from the file
+    assert len(read_records(out)) == 5 and out.read_text().endswith("}\n")
+
+
+def test_audit_dir_all_agree(tmp_path, weights, capsys):
+    d = tmp_path / "good"
+    d.mkdir()
+    for i in range(2):
+        (d / f"p{i}.png").write_bytes(photo(20 + i))
+        write(d, contract.run(RESNET, (d / f"p{i}.png").read_bytes(), weights=weights), f"p{i}.json")
+    assert main(["audit-dir", str(d), "--weights", weights, "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and "verdict: every recorded claim agrees with the reference" in captured.out

@@ -1,0 +1,187 @@
+"""The fast path (refimpl/fast.py) against the readable reference (refimpl/resnet.py), tensor by
+tensor, and against transformers end to end; BN folding as algebra; the dispatch, the fold cache
+and the reused buffers."""
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import report
+from hf_trace import hf_trace
+from refimpl import fast, ops, resnet
+from refimpl.api import load_resnet50
+
+TOL = {"float32": 1e-5, "float64": 1e-12}
+LAYOUTS = sorted(fast.LAYOUTS)
+
+# batch 1 and 3, square and odd sizes (odd sizes exercise the floor rule of every strided layer).
+SHAPES = [(1, 224, 224), (3, 67, 91), (1, 33, 47)]
+
+
+def rel(ours, ref):
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    return float(np.abs(ours - ref).max() / np.abs(ref).max())
+
+
+def pixels(n, h, w, dtype, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, 3, h, w)).astype(dtype)
+
+
+@pytest.fixture(scope="module")
+def params(resnet50_dir, resnet50):
+    return {"float32": resnet50.checkpoint.params,
+            "float64": load_resnet50(resnet50_dir, dtype="float64").checkpoint.params}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_every_traced_tensor_equals_the_readable_path(params, dtype, shape, layout):
+    p = params[dtype]
+    x = pixels(*shape, dtype)
+    ref, ours = {}, {}
+    expect = resnet.classify(p, x, ref, fast=False)
+    got = fast.classify(p, x, ours, layout=layout)
+    assert list(ours) == list(ref)  # the same names, in the same order
+    for name in ref:
+        assert ours[name].shape == ref[name].shape, name
+        assert ours[name].dtype == np.dtype(dtype), name
+        r = rel(ours[name], ref[name])
+        assert r <= TOL[dtype], f"{name}: fast ({layout}) differs from the readable path by {r:.2e}"
+    assert rel(got, expect) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_backbone_stages_equal_the_readable_path_in_both_naming_schemes(params, dtype):
+    """resnet.backbone's contract (four NCHW stage outputs), also under timm's names (DETR's)."""
+    p = params[dtype]
+    timm = resnet.ResNetNames("model.backbone.conv_encoder.model.", "timm")
+    renamed = {}
+    for (key, _), (new_key, _) in zip(resnet.backbone_shapes(resnet.CLASSIFIER_NAMES).items(),
+                                      resnet.backbone_shapes(timm).items()):
+        renamed[new_key] = p[key]
+    x = pixels(2, 96, 80, dtype, seed=5)
+    for names, weights in ((resnet.CLASSIFIER_NAMES, p), (timm, renamed)):
+        ref = resnet.backbone(weights, names, x, fast=False)
+        got = resnet.backbone(weights, names, x)  # no trace: the fast path
+        assert [g.shape for g in got] == [r.shape for r in ref]
+        for g, r in zip(got, ref):
+            assert g.dtype == np.dtype(dtype)
+            assert rel(g, r) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fast_path_matches_transformers_end_to_end(params, resnet50_hf, dtype):
+    import copy
+
+    hf = resnet50_hf if dtype == "float32" else copy.deepcopy(resnet50_hf).double()
+    for shape in [(1, 224, 224), (3, 67, 91)]:
+        x = pixels(*shape, dtype, seed=2)
+        trace = {}
+        fast.classify(params[dtype], x, trace)
+        names = [n for n in trace if n != "pixel_values"]
+        ref = hf_trace(hf, names, x)
+        ref["classifier.1"] = hf(pixel_values=__import__("torch").from_numpy(x)).logits.detach().numpy()
+        assert set(ref) == set(names)
+        for name in names:
+            _, r = report.compare("resnet-50 fast", dtype, f"vs transformers {shape}", name, trace[name], ref[name])
+            assert r <= TOL[dtype], f"{shape}: {name} differs from transformers by {r:.2e}"
+
+
+# --- BN folding ---------------------------------------------------------------------------------
+
+@settings(max_examples=40, deadline=None)
+@given(
+    o=st.integers(1, 6), c=st.integers(1, 5), k=st.sampled_from([1, 3]), stride=st.sampled_from([1, 2]),
+    size=st.integers(3, 9), seed=st.integers(0, 2**32 - 1),
+    var_scale=st.floats(1e-3, 1e3), eps=st.sampled_from([1e-5, 1e-3]),
+)
+def test_folding_bn_into_the_conv_is_exact_algebra(o, c, k, stride, size, seed, var_scale, eps):
+    """conv(x, W') + b' == batch_norm(conv(x, W)) for any weights, statistics and input."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(2, c, size, size))
+    w = rng.normal(size=(o, c, k, k))
+    gamma, beta, mean = rng.normal(size=o), rng.normal(size=o), rng.normal(size=o)
+    var = rng.uniform(0, 1, size=o) * var_scale
+    pad = k // 2
+    expect = ops.batch_norm(ops.conv2d(x, w, stride=stride, padding=pad), gamma, beta, mean, var, eps)
+    w2, b2 = fast.fold_conv_bn(w, gamma, beta, mean, var, eps)
+    got = ops.conv2d(x, w2, b2, stride=stride, padding=pad)
+    np.testing.assert_allclose(got, expect, rtol=1e-10, atol=1e-10 * np.abs(expect).max())
+
+
+def test_fold_is_computed_in_float64_and_stored_in_the_compute_dtype(params):
+    plan32 = fast.plan(params["float32"], resnet.CLASSIFIER_NAMES, dtype=np.float32)
+    plan64 = fast.plan(params["float64"], resnet.CLASSIFIER_NAMES, dtype=np.float64)
+    assert plan32.stem.w.dtype == np.float32 and plan64.stem.w.dtype == np.float64
+    np.testing.assert_allclose(plan32.stem.w, plan64.stem.w, rtol=1e-6)
+
+
+# --- dispatch, cache, buffers ---------------------------------------------------------------------
+
+def test_dispatch_fast_without_a_trace_readable_with_one(resnet50):
+    p = resnet50.checkpoint.params
+    x = pixels(1, 64, 64, np.float32, seed=3)
+    np.testing.assert_array_equal(resnet.classify(p, x), fast.classify(p, x))
+    np.testing.assert_array_equal(resnet50.forward(x), fast.classify(p, x))
+    traced = resnet.classify(p, x, {})
+    np.testing.assert_array_equal(traced, resnet.classify(p, x, {}, fast=False))
+    assert rel(resnet.classify(p, x, fast=True), traced) <= TOL["float32"]
+
+
+def test_bn_is_folded_once_at_load_time(resnet50_dir):
+    model = load_resnet50(resnet50_dir)
+    p = model.checkpoint.params
+    before = fast.plan(p, resnet.CLASSIFIER_NAMES, dtype=np.float32)  # folded by load_resnet50
+    model.forward(pixels(1, 32, 32, np.float32))
+    assert fast.plan(p, resnet.CLASSIFIER_NAMES, dtype=np.float32) is before
+    # A params mapping with a replaced array is folded again.
+    other = dict(p)
+    key = next(k for k in p if k.endswith("convolution.weight"))
+    other[key] = p[key] * 2
+    assert fast.plan(other, resnet.CLASSIFIER_NAMES, dtype=np.float32) is not before
+
+
+def test_outputs_never_alias_the_reused_buffers(resnet50):
+    p = resnet50.checkpoint.params
+    a, b = pixels(2, 64, 64, np.float32, seed=4), pixels(2, 64, 64, np.float32, seed=5)
+    stages_a = resnet.backbone(p, resnet.CLASSIFIER_NAMES, a)
+    logits_a = fast.classify(p, a)
+    kept = [s.copy() for s in stages_a], logits_a.copy()
+    resnet.backbone(p, resnet.CLASSIFIER_NAMES, b)
+    fast.classify(p, b)
+    for s, k in zip(stages_a, kept[0]):
+        np.testing.assert_array_equal(s, k)
+    np.testing.assert_array_equal(logits_a, kept[1])
+
+
+def test_reusing_buffers_changes_nothing_and_threads_do_not_share_them(resnet50):
+    p = resnet50.checkpoint.params
+    xs = [pixels(1, 48 + 16 * i, 64, np.float32, seed=i) for i in range(3)]
+    expect = [fast.classify(p, x) for x in xs]
+    fast._WORKSPACE.reuse = False
+    try:
+        for x, e in zip(xs, expect):
+            np.testing.assert_array_equal(fast.classify(p, x), e)
+    finally:
+        fast._WORKSPACE.reuse = True
+    results, errors = {}, []
+
+    def work(i):
+        try:
+            for _ in range(3):
+                results[i] = fast.classify(p, xs[i])
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i, e in enumerate(expect):
+        np.testing.assert_allclose(results[i], e, rtol=1e-6, atol=1e-6 * np.abs(e).max())

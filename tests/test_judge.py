@@ -1,0 +1,287 @@
+"""judge(): comparing someone's answer with ours, and naming issue 8's signatures.
+
+Each signature is produced from our own output by a small transformation, fed back to the judge,
+and must be named in the verdict. Detection cases run on a deterministic synthetic reference
+(always) and on the synthesized DETR's real output (when refimpl has DETR).
+"""
+
+import copy
+import json
+
+import jsonschema
+import numpy as np
+import pytest
+
+from refimpl import contract, judge
+from refimpl.judge import Tolerances
+from fixtures_contract import DETR, RESNET
+
+# --- classification -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ours(small_png, contract_weights):
+    return contract.run(RESNET, small_png, weights=contract_weights["resnet-50"])
+
+
+def env(result):
+    return {"result": result, "success": True, "errors": [], "messages": []}
+
+
+def test_classification_agrees_with_itself(ours):
+    for claimed in (ours, env(ours), {"inputs": {"image": []}, "response": ours}):
+        v = judge.judge(RESNET, claimed, ours)
+        assert v.status == "agree" and v.agree and not v.problems and not v.signatures, v.problems
+    noisy = [dict(r, score=r["score"] + 1e-6) for r in ours]
+    v = judge.judge(RESNET, noisy, ours)
+    assert v.agree and v.stats["max_score_diff"] == pytest.approx(1e-6)
+    assert [r["ok"] for r in v.rows] == [True] * 5
+
+
+def test_label_style(ours, small_png, contract_weights):
+    raw = contract.run(RESNET, small_png, weights=contract_weights["resnet-50"], labels="raw")
+    v = judge.judge(RESNET, raw, ours)
+    assert v.status == "explained" and v.signatures == ["label_style"], v.problems
+
+
+def test_classification_monotonic_score_transform(ours):
+    cubed = [dict(r, score=r["score"] ** 3) for r in ours]
+    v = judge.judge(RESNET, cubed, ours, Tolerances(score_atol=1e-4))
+    assert v.status == "explained" and v.signatures == ["monotonic_score_transform"]
+    assert "Spearman rho = 1.0000" in v.details["monotonic_score_transform"]
+    assert "labels agree: yes" in v.details["monotonic_score_transform"]
+    assert v.accepted(["monotonic_score_transform"]) and not v.accepted(["hosted"])
+
+
+@pytest.mark.parametrize("change,fragment", [
+    (lambda r: [r[4], r[1], r[2], r[3], r[0]], "rank 1: label"),
+    (lambda r: r[:3], "3 labels claimed, the reference has 5"),
+    (lambda r: [dict(x, label="TABBY") for x in r], "label 'TABBY'"),
+    (lambda r: [dict(x, score=s) for x, s in zip(r, [0.01, 0.5, 0.02, 0.3, 0.04])], "do not rank like"),
+    (lambda r: [dict(r[0], score="0.5")] + r[1:], "schema: $[0].score: expected number, got string"),
+    (lambda r: [dict(r[0], score=float("nan"))] + r[1:], "not a JSON number"),
+    (lambda r: {"result": None, "success": False, "errors": [{"code": 5004, "message": "bad"}], "messages": []},
+     "[5004] bad"),
+    (lambda r: {"result": r, "success": True}, "envelope: $: missing required property 'errors'"),
+    (lambda r: "PERSIAN CAT", "response is string"),
+])
+def test_classification_disagreements(ours, change, fragment):
+    v = judge.judge(RESNET, change(copy.deepcopy(ours)), ours, Tolerances(score_atol=1e-4))
+    assert v.status == "disagree" and not v.agree
+    assert any(fragment in p for p in v.problems), v.problems
+
+
+def test_near_tie_swap_is_a_note():
+    reference = [{"label": "A", "score": 0.30}, {"label": "B", "score": 0.299}, {"label": "C", "score": 0.1}]
+    claimed = [{"label": "B", "score": 0.2995}, {"label": "A", "score": 0.2994}, {"label": "C", "score": 0.1}]
+    v = judge.judge(RESNET, claimed, reference)
+    assert v.agree and any("near tie" in n for n in v.notes)
+
+
+# --- detection: the references ------------------------------------------------------------------
+
+
+def synthetic_reference(seed=0, width=640, height=480):
+    """100 DETR-like queries: a few confident, the rest low, some boxes over the image edges."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for q in range(100):
+        w, h = rng.uniform(30, 200), rng.uniform(30, 200)
+        x0, y0 = rng.uniform(-20, width - w + 20), rng.uniform(-20, height - h + 20)
+        score = float(rng.uniform(0.7, 0.999)) if q % 12 == 0 else float(rng.uniform(0.001, 0.4))
+        out.append({"score": score, "label": str(rng.choice(["person", "cat", "dog", "clock", "bench"])),
+                    "box": {"xmin": x0, "ymin": y0, "xmax": x0 + w, "ymax": y0 + h}})
+    return out, (width, height)
+
+
+@pytest.fixture(scope="module", params=["synthetic", "detr"])
+def det(request):
+    """(every query of our output, image size, tolerances) for the detection cases."""
+    if request.param == "synthetic":
+        every, size = synthetic_reference()
+        return every, size, Tolerances()
+    every = request.getfixturevalue("detr_all_queries")
+    png = request.getfixturevalue("detr_image")
+    size = contract.decode_inputs(png).shape[1::-1]
+    scores = sorted((d["score"] for d in every), reverse=True)
+    # The synthesized DETR is random: if few of its queries pass 0.5, judge at a threshold that
+    # keeps its top 10 (the judge's threshold is a tolerance like the others).
+    threshold = 0.5 if sum(s > 0.5 for s in scores) >= 3 else (scores[9] + scores[10]) / 2
+    return every, tuple(size), Tolerances(threshold=threshold)
+
+
+def above(every, tol):
+    return [d for d in every if d["score"] > tol.threshold]
+
+
+def with_negative_corner(every, tol):
+    """Our output with at least one confident box over the left edge (xmin = -2.3)."""
+    every = copy.deepcopy(every)
+    if not any(v < -0.5 for d in every for v in d["box"].values()):
+        d = next(d for d in every if d["score"] > tol.threshold)
+        d["box"]["xmin"] = -2.3
+    return every
+
+
+def boxes_map(dets, f):
+    return [dict(d, box={k: f(k, v) for k, v in d["box"].items()}) for d in dets]
+
+
+def verdict(claimed, reference, size, tol, **kw):
+    return judge.judge(DETR, claimed, reference, tol, image_size=kw.get("image_size", size))
+
+
+# --- detection: agreement and each signature ----------------------------------------------------
+
+
+def test_detection_agrees_with_itself(det):
+    every, size, tol = det
+    for reference in (every, above(every, tol)):
+        v = verdict(above(every, tol), reference, size, tol)
+        assert v.status == "agree", (v.problems, v.signatures)
+        assert v.stats["matched"] == len(above(every, tol)) and v.stats["min_iou"] == pytest.approx(1.0)
+    v = verdict(env(above(every, tol)), every, size, tol)
+    assert v.agree
+
+
+def test_no_threshold(det):
+    every, size, tol = det
+    v = verdict(every, every, size, tol)
+    assert v.status == "explained" and v.signatures == ["no_threshold"], v.problems
+    assert v.stats["matched"] == 100
+    v = verdict(every, above(every, tol), size, tol)  # against a thresholded reference too
+    assert v.status == "explained" and v.signatures == ["no_threshold"], v.problems
+
+
+def test_integer_rounding(det):
+    every, size, tol = det
+    rounded = boxes_map(above(every, tol), lambda k, x: int(round(x)))
+    v = verdict(rounded, every, size, tol)
+    assert v.status == "explained" and v.signatures == ["integer_rounding"], v.problems
+    truncated = boxes_map(above(every, tol), lambda k, x: int(x))
+    v = verdict(truncated, every, size, tol)
+    assert "integer_rounding" in v.signatures and v.status == "explained", v.problems
+
+
+def test_uint16_wraparound(det):
+    every, size, tol = det
+    every = with_negative_corner(every, tol)
+    claimed = boxes_map(above(every, tol), lambda k, x: int(round(x)) % 65536)
+    assert any(x >= 65500 for d in claimed for x in d["box"].values())
+    v = verdict(claimed, every, size, tol)
+    assert v.status == "explained" and set(v.signatures) == {"uint16_wraparound", "integer_rounding"}, v.problems
+    assert "65534 = -2" in v.details["uint16_wraparound"] or "= -" in v.details["uint16_wraparound"]
+
+
+def test_normalized_boxes(det):
+    every, size, tol = det
+    w, h = size
+    claimed = boxes_map(above(every, tol), lambda k, x: x / (w if k[0] == "x" else h))
+    claimed = boxes_map(claimed, lambda k, x: min(max(x, 0.0), 1.0))  # normalized boxes are usually clipped
+    v = verdict(claimed, [dict(d, box=_clip(d["box"], size)) for d in every], size, tol)
+    assert v.status == "explained" and v.signatures == ["normalized_boxes"], v.problems
+    v = judge.judge(DETR, claimed, every, tol)  # without the image size the boxes cannot be compared
+    assert v.status == "disagree" and "normalized_boxes" in v.signatures
+
+
+def _clip(box, size):
+    w, h = size
+    return {k: min(max(x, 0.0), w if k[0] == "x" else h) for k, x in box.items()}
+
+
+def test_monotonic_score_transform(det):
+    every, size, tol = det
+    claimed = [dict(d, score=d["score"] ** 4 * 1e-3) for d in every]
+    v = verdict(claimed, every, size, tol)
+    assert v.status == "explained", v.problems
+    assert set(v.signatures) == {"no_threshold", "monotonic_score_transform"}
+    detail = v.details["monotonic_score_transform"]
+    assert "Spearman rho = 1.0000 over 100 matched" in detail
+    assert "labels and boxes agree after IoU matching: yes" in detail
+    assert v.stats["spearman"] == pytest.approx(1.0)
+
+
+def test_the_hosted_response_shape(det):
+    """What FACTS.md records of the real hosted DETR: every query, sorted, integer boxes wrapped to
+    uint16, scores on another scale. All four signatures are named, nothing else is wrong."""
+    every, size, tol = det
+    every = with_negative_corner(every, tol)
+    hosted = contract.hosted_shape([dict(d, score=d["score"] ** 3 * 4e-4) for d in every], wrap_uint16=True)
+    jsonschema.validate(hosted, contract.OUTPUT_SCHEMAS[DETR])
+    v = verdict(env(hosted), every, size, tol)
+    assert v.status == "explained", v.problems
+    assert set(v.signatures) == {"no_threshold", "integer_rounding", "uint16_wraparound", "monotonic_score_transform"}
+    assert any("sorted by score" in n for n in v.notes)
+    assert not v.accepted(["hosted"]) and v.accepted(["hosted", "monotonic_score_transform"])
+    json.loads(v.to_json())
+
+
+def test_hosted_shape_is_schema_valid_and_explained(det):
+    every, size, tol = det
+    hosted = contract.hosted_shape(every)
+    jsonschema.validate(hosted, contract.OUTPUT_SCHEMAS[DETR])
+    assert judge.validate(hosted, contract.OUTPUT_SCHEMAS[DETR]) == []
+    v = verdict(hosted, every, size, tol)
+    assert v.status == "explained" and set(v.signatures) == {"no_threshold", "integer_rounding"}, v.problems
+    assert v.accepted(["hosted"])
+
+
+# --- detection: disagreements are still disagreements -------------------------------------------
+
+
+def test_shifted_boxes(det):
+    every, size, tol = det
+    shift = 0.3 * np.median([d["box"]["xmax"] - d["box"]["xmin"] for d in above(every, tol)])
+    claimed = boxes_map(above(every, tol), lambda k, x: x + shift if k[0] == "x" else x)
+    v = verdict(claimed, every, size, tol)
+    assert v.status == "disagree" and any("IoU" in p or "missing" in p for p in v.problems)
+
+
+def test_wrong_labels(det):
+    every, size, tol = det
+    claimed = [dict(d, label="unicorn") for d in above(every, tol)]
+    v = verdict(claimed, every, size, tol)
+    assert v.status == "disagree"
+    assert any("missing" in p for p in v.problems) and any("not in the reference" in p for p in v.problems)
+
+
+def test_dropped_detection(det):
+    every, size, tol = det
+    v = verdict(above(every, tol)[1:], every, size, tol)
+    assert v.status == "disagree" and any("1 reference detection(s) missing" in p for p in v.problems)
+
+
+def test_scrambled_scores(det):
+    every, size, tol = det
+    rng = np.random.default_rng(1)
+    scores = rng.permutation([d["score"] for d in every])
+    v = verdict([dict(d, score=float(s)) for d, s in zip(every, scores)], every, size, tol)
+    assert v.status == "disagree" and "monotonic_score_transform" not in v.signatures
+    assert any("do not rank like" in p for p in v.problems)
+
+
+def test_verdict_json(det):
+    every, size, tol = det
+    v = verdict(contract.hosted_shape(every), every, size, tol)
+    data = json.loads(v.to_json())
+    assert data["status"] == "explained" and data["tolerances"]["threshold"] == tol.threshold
+    assert {"status", "reference_index", "claimed_index", "iou", "corner_px", "ok"} <= set(data["rows"][0])
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def test_box_iou_and_spearman():
+    a = np.array([[0, 0, 10, 10], [0, 0, 0, 5]])
+    b = np.array([[5, 0, 15, 10], [0, 0, 10, 10]])
+    assert judge.box_iou(a, b).tolist() == [[1 / 3, 1.0], [0.0, 0.0]]
+    assert judge.spearman([1, 2, 3, 4], [10, 20, 30, 1000]) == pytest.approx(1.0)
+    assert judge.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert judge.spearman([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_tolerances_are_checked():
+    with pytest.raises(ValueError):
+        Tolerances(iou_min=1.5)
+    with pytest.raises(ValueError):
+        Tolerances(score_atol=-1)
