@@ -62,7 +62,7 @@ def detected_queries(logits, threshold=0.5):
 @dataclass
 class AttentionResult:
     image: np.ndarray  # the decoded image, (H, W, 3) uint8
-    detections: list  # [{"score", "label", "box"}] exactly as `model(image)` returns them
+    detections: list  # [{"score", "label", "box"}] as `model(image)` returns them (from the traced pass)
     queries: list  # the object query behind each detection
     maps: np.ndarray  # (objects, h, w): head-averaged cross-attention of each detection's query
     layer: str  # trace name the maps come from

@@ -127,16 +127,20 @@ def audit(image, claimed, model="resnet-50", tolerances=None, accept=(), weights
     obj, origin, claimed_sha, problem = read_claimed(claimed)
     result = AuditResult(label, name, "malformed", False, claimed=origin, input_sha256=_sha(data),
                          claimed_sha256=claimed_sha)
-    if problem:
-        result.problems.append(problem)
-        return result
-    payload, _, _ = judging.unwrap(obj)
+    payload = None if problem else judging.unwrap(obj)[0]
     top_k = len(payload) if isinstance(payload, list) and payload else 5
     loading = {"weights": weights, "revision": revision, "dtype": dtype}
     try:
         reference, size = judging.reference(name, data, top_k=top_k, **loading)
     except RefimplError as e:  # refimpl refuses the image itself
+        if problem:
+            result.problems += [problem, f"refimpl refuses this image too: {e}"]
+            return result
         return _refused(result, obj, e, tolerances)
+    if problem:  # nothing to compare; the reference is still recorded
+        result.problems.append(problem)
+        result.reference = _contract_output(name, reference, tolerances or judging.Tolerances())
+        return result
     verdict = judging.judge(name, obj, reference, tolerances, image_size=size)
     result.verdict = verdict
     result.reference = _contract_output(name, reference, verdict.tolerances)

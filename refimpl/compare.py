@@ -481,12 +481,13 @@ class Report:
         }
 
     def text(self, all_rows=True):
+        """The report as text; all_rows=False lists only the failing tensors."""
         lines = [f"A: {self.a.describe()}", f"B: {self.b.describe()} (reference)",
                  f"rule: max|A - B| <= atol + rtol * max|B|  (rtol {self.rtol:g}, atol {self.atol:g})", ""]
         width = max([len(r["name"]) for r in self.rows] + [6])
         lines.append(f"{'#':>3}  {'tensor':<{width}}  {'shape':<16} {'max abs':>10} {'max rel':>10}  result")
         for i, r in enumerate(self.rows, 1):
-            if not all_rows and r["status"] == "ok":
+            if not all_rows and r["status"] != "fail":
                 continue
             shape = _shape(r["shape_b"] if r.get("shape_b") is not None else r["shape_a"])
             if r.get("shape_a") is not None and r.get("shape_b") is not None and r["shape_a"] != r["shape_b"]:

@@ -234,7 +234,7 @@ with IoU >= {tol['output']['iou_min']:g} and corners within {tol['output']['corn
    `<name>.npy` in a folder (`np.save(f"mine/{{name}}.npy", array)`), named like the files here.
    Different names? Map them: `--map yourname=ourname`, `--map 'yourprefix*=ourprefix*'`, or
    `--map-file names.json`. A missing batch axis is fine; missing tensors are listed, not failed.
-2. Compare, with this golden case as the reference (B):
+2. Compare, with this golden case as the reference (B), from this folder:
 
        refimpl compare mine/ {first['name']}/ --rtol {tol['rtol']:g} --atol {tol['atol']:g}
 

@@ -23,8 +23,9 @@ for DETR. Unknown options are a 400.
 
 Built on the standard library's `http.server.ThreadingHTTPServer`: refimpl's runtime
 dependencies stay numpy, Pillow, safetensors and huggingface-hub; one thread per connection is
-enough for a reference endpoint (numpy releases the GIL in BLAS, and a semaphore bounds how many
-requests run a model at once); and the whole server stays readable in one file. It speaks
+enough for a reference endpoint (numpy releases the GIL in BLAS; connections, parsing and
+refusals run concurrently, and a semaphore bounds how many requests run a model at once); and
+the whole server stays readable in one file. It speaks
 HTTP/1.0 (one request per connection), which every client handles and which lets shutdown wait
 for in-flight requests without waiting on idle keep-alive connections.
 """
@@ -264,6 +265,7 @@ class ContractHandler(BaseHTTPRequestHandler):
     def send_error(self, code, message=None, explain=None):
         """Requests the base class refuses before a handler runs (malformed request line,
         headers too long, ...) also get the envelope and a log line."""
+        code = int(code)
         err = IncompleteRequestError(f"malformed request: {message or code}")
         err.status = code
         self._body_read = True
@@ -275,7 +277,7 @@ class ContractHandler(BaseHTTPRequestHandler):
         pass  # one line per request is written by _finish
 
     def _log_path(self):
-        path = getattr(self, "path", "") or "-"
+        path = getattr(self, "path", "") or getattr(self, "requestline", "") or "-"  # malformed: the raw line
         path = "".join(c if c.isprintable() and c != " " else "?" for c in path)
         return path if len(path) <= 200 else path[:197] + "..."
 
@@ -293,8 +295,10 @@ class ContractServer(ThreadingHTTPServer):
     token: require `Authorization: Bearer <token>` (None: open). max_body: bytes (413 above).
     weights: {model key or name: folder or repo id} for the models (default: run()'s default,
     the environment variables, then the official repos). revision, dtype: as for run().
-    concurrency: how many requests may run a model at once (others wait). log: a callable
-    taking one line (default: stderr).
+    concurrency: how many requests may run a model at once (others wait; default 1: numpy's
+    BLAS already uses every core, and two forward passes at once were 1.2-4x slower in total than
+    one after the other on the 2-core machine this was written on). log: a callable taking one
+    line (default: stderr).
     """
 
     daemon_threads = False  # server_close() waits for requests in flight
@@ -302,7 +306,7 @@ class ContractServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address=("127.0.0.1", 8787), token=None, max_body=DEFAULT_MAX_BODY, weights=None,
-                 revision="main", dtype="float32", concurrency=2, log=None):
+                 revision="main", dtype="float32", concurrency=1, log=None):
         if max_body < 1:
             raise ValueError(f"max_body must be at least 1 byte, got {max_body}")
         if concurrency < 1:

@@ -17,6 +17,9 @@ Tensor names (the trace's contract with other implementations; see notes/conform
   DETR `model.encoder.layers.3`, `model.decoder.layers.5.encoder_attn.attn_weights`, ...
 
 Everything is kept exactly as computed: batch dimension included (1), NCHW layout, the run's dtype.
+A traced run is the readable reference code (resnet.py, detr.py); the final output recorded in
+the metadata is computed from the traced tensors. (Untraced calls such as `refimpl classify` run
+the BN-folded fast path, equal within float rounding.)
 
 File format: a plain safetensors file. Its `__metadata__` (string -> string, as safetensors
 requires) holds one JSON text per key: `format`, `refimpl_version`, `model`, `hosted_model`,

@@ -8,8 +8,6 @@ in place.
 
 import json
 
-import numpy as np
-
 
 def hf_trace(model, names, pixel_values, **inputs):
     """Run a transformers model with a forward hook on every module in `names` (module paths);
@@ -27,7 +25,7 @@ def hf_trace(model, names, pixel_values, **inputs):
     try:
         with torch.no_grad():
             extra = {k: torch.from_numpy(v) for k, v in inputs.items()}
-            out = model(pixel_values=torch.from_numpy(pixel_values), **extra)
+            model(pixel_values=torch.from_numpy(pixel_values), **extra)
     finally:
         for h in hooks:
             h.remove()
@@ -36,14 +34,6 @@ def hf_trace(model, names, pixel_values, **inputs):
 
 def _first(out):
     return out[0] if isinstance(out, (tuple, list)) else out
-
-
-def in_flow_order(traced, names):
-    """{name: array} reordered as `names` (our data-flow order)."""
-    return {n: traced[n] for n in names if n in traced}
-
-
-__all__ = ["hf_trace", "in_flow_order", "np"]
 
 
 def small_checkpoint(folder, checkpoint_dir, edit=None, **preprocessor):

@@ -121,6 +121,7 @@ def test_malformed_claims(case, weights, tmp_path, capsys, name):
     result = audit(image, path, "resnet-50", weights=weights)
     assert (result.status, result.exit_code) == ("malformed", 3)
     assert any(fragment in p for p in result.problems), result.problems
+    assert result.reference is not None and len(result.reference) == 5  # what the answer should be
     assert cli(image, path, weights) == 3
     out = capsys.readouterr().out
     assert "verdict: MALFORMED" in out and fragment in out

@@ -4,7 +4,6 @@ Every output is validated against the seeds' output schema with the `jsonschema`
 only); inputs in both forms; hypothesis generates valid and invalid {"image": [...]} payloads.
 """
 
-import io
 import json
 import math
 import threading

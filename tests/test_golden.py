@@ -158,3 +158,24 @@ def test_refuses_to_overwrite_unless_asked(golden, model, tmp_path):
     export(copy, model, {"one.png": _photo()})
     export(copy, model, overwrite=True)  # replaces a golden set
     assert sorted(p.name for p in copy.iterdir()) == ["README.md", "gradient", "manifest.json", "shapes"]
+
+
+def test_detr_golden_set(tmp_path, detr_timm_dir):
+    """DETR exports the same way (attention weights and boxes included) and re-checks clean."""
+    from refimpl.api import load_detr
+
+    weights = small_checkpoint(tmp_path / "w", detr_timm_dir, size={"shortest_edge": 96, "longest_edge": 144})
+    detr = load_detr(weights)
+    manifest = export(tmp_path / "golden", detr, {"scene.png": _photo()})
+    assert manifest["model"] == "detr-resnet-50" and manifest["tolerances"]["rtol"] == 1e-3
+    names = [t["name"] for t in manifest["cases"][0]["tensors"]]
+    assert names[:3] == ["image", "pixel_values", "pixel_mask"] and names[-1] == "pred_boxes"
+    assert "model.decoder.layers.5.encoder_attn.attn_weights" in names
+    assert check_files(tmp_path / "golden") == []
+    expected = detr(_photo())  # refimpl's fast backbone: equal within float rounding
+    output = manifest["cases"][0]["output"]
+    assert [d["label"] for d in output] == [d["label"] for d in expected]
+    for d, e in zip(output, expected):
+        assert d["score"] == pytest.approx(e["score"], abs=1e-4)
+        assert list(d["box"].values()) == pytest.approx(list(e["box"].values()), abs=0.05)
+    assert main(["compare", str(tmp_path / "golden" / "scene"), str(tmp_path / "golden" / "scene" / "tensors")]) == 0

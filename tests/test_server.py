@@ -165,8 +165,12 @@ def test_still_correct_after_errors(contract_server, small_png, expected):
 def test_head_and_malformed_requests(contract_server):
     status, headers, body = call(contract_server, ROUTE + RESNET, method="HEAD")
     assert status == 405 and body is None and headers["Allow"] == "POST"
+    before = len(contract_server.lines)
     status, body = raw_call(contract_server, b"NONSENSE\r\n\r\n")
     assert_error(status, body, 400, 3003, "malformed request")
+    assert re.fullmatch(r"- NONSENSE 400 \d+\.\dms", contract_server.lines[before])
+    status, body = raw_call(contract_server, b"GET / HTTP/7.0\r\n\r\n")
+    assert status == 505 and body["errors"][0]["code"] == 3003
     head = f"POST {ROUTE}{RESNET} HTTP/1.1\r\nHost: x\r\n\r\n".encode()  # no Content-Length, no body
     status, body = raw_call(contract_server, head)
     assert_error(status, body, 400, 3003, "no body")

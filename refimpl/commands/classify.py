@@ -21,10 +21,13 @@ def run(args):
     model = load_resnet50(args.weights, args.revision, args.dtype)
     if args.cam:
         from .. import cam
+        from ..api import image_array
 
-        result = cam.compute(model, args.image, labels=args.labels)  # one forward pass, traced
-        print_json(model.postprocess(result.logits, top_k=args.top_k, labels=args.labels))
-        cam.save(result, args.cam)
+        image = image_array(args.image)
+        print_json(model(image, top_k=args.top_k, labels=args.labels))
+        # A second, traced pass (the reference path) gives the last feature map; the JSON above
+        # stays exactly what `classify` prints without --cam.
+        cam.save(cam.compute(model, image, labels=args.labels), args.cam)
         return 0
     print_json(model(args.image, top_k=args.top_k, labels=args.labels))
     return 0

@@ -36,16 +36,14 @@ def run(args):
 
     image = image_array(args.image)  # a bad image fails before 160 MB of weights are read
     model = load_detr(args.weights, args.revision, args.dtype)
+    detections = model(image, threshold=args.threshold)
+    print_json(detections)
     if args.attention:
         from .. import attention_maps
 
-        result = attention_maps.compute(model, image, threshold=args.threshold)  # one traced forward pass
-        detections = result.detections
-    else:
-        detections = model(image, threshold=args.threshold)
-    print_json(detections)
-    if args.attention:
-        attention_maps.save(result, args.attention)
+        # A second, traced pass (the reference path) gives the attention weights; the JSON above
+        # stays exactly what `detect` prints without --attention.
+        attention_maps.save(attention_maps.compute(model, image, threshold=args.threshold), args.attention)
     if args.draw:
         from ..draw import save_detections
 

@@ -3,6 +3,7 @@ outputs, manifest.json with tolerances and SHA-256 hashes, README.md explaining 
 implementation checks itself). Deterministic: the same inputs give byte-identical files."""
 
 import sys
+from pathlib import Path
 
 from .common import add_weights_options
 from .trace import add_model_option
@@ -35,6 +36,7 @@ def run(args):
     for c in manifest["cases"]:
         print(f"  {c['name']}: {c['input'].get('name', '')} -> {len(c['tensors'])} tensors, "
               f"output {len(c['output'])} item(s)")
-    print(f"see {args.out}/README.md; check an implementation with: refimpl compare YOUR_DUMP/ "
-          f"{args.out}/{manifest['cases'][0]['name']}/")
+    out = Path(args.out)
+    print(f"see {out / 'README.md'}; check an implementation with: refimpl compare YOUR_DUMP/ "
+          f"{out / manifest['cases'][0]['name']}/")
     return 0

@@ -32,8 +32,9 @@ def register(sub):
                    help="DETR checkpoint (default: $REFIMPL_DETR_WEIGHTS, else facebook/detr-resnet-50)")
     p.add_argument("--revision", default="main", help="hub revision to pin for repo ids (default: main)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="compute precision")
-    p.add_argument("--concurrency", type=int, default=2, metavar="N",
-                   help="requests running a model at once; others wait (default 2)")
+    p.add_argument("--concurrency", type=int, default=1, metavar="N",
+                   help="requests running a model at once; others wait (default 1: BLAS already uses "
+                   "every core, and concurrent forward passes contend)")
     p.add_argument("--preload", action="append", default=[], metavar="MODEL",
                    help="load MODEL at start instead of on first use (repeatable; 'all' for both)")
     p.set_defaults(func=run)
