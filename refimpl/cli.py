@@ -28,6 +28,13 @@ def main(argv=None):
     except RefimplError as e:
         print(f"refimpl {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `refimpl ... | head`: the reader left; that is not an error. Point stdout at devnull so
+        # the interpreter's final flush does not complain either.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, TypeError, OSError) as e:  # bad option values, unreadable files
         print(f"refimpl {args.command}: error: {e}", file=sys.stderr)
         return 2
