@@ -90,7 +90,8 @@ def load_resnet50(weights=None, revision="main", dtype="float32"):
 class DETR:
     """facebook/detr-resnet-50 (either layout): image in, [{"score", "label", "box"}] out.
 
-        >>> model = refimpl.load_detr("path/to/folder-or-repo-id", revision="main")
+        >>> from refimpl.api import load_detr
+        >>> model = load_detr("path/to/folder-or-repo-id", revision="main")   # or "no_timm"
         >>> model("examples/street.jpg")                 # detections with score > 0.5
         >>> pixel_values, pixel_mask, _ = model.preprocess([image_a, image_b])
         >>> outputs = model.forward(pixel_values, pixel_mask, trace={})

@@ -128,7 +128,10 @@ def audit(image, claimed, model="resnet-50", tolerances=None, accept=(), weights
     result = AuditResult(label, name, "malformed", False, claimed=origin, input_sha256=_sha(data),
                          claimed_sha256=claimed_sha)
     payload = None if problem else judging.unwrap(obj)[0]
-    top_k = len(payload) if isinstance(payload, list) and payload else 5
+    # as many classes as the claim has (as check-endpoint does); 5, the hosted default, when the
+    # claim cannot be read
+    valid = isinstance(payload, list) and payload and not judging.validate(payload, contract.OUTPUT_SCHEMAS[name])
+    top_k = len(payload) if valid else 5
     loading = {"weights": weights, "revision": revision, "dtype": dtype}
     try:
         reference, size = judging.reference(name, data, top_k=top_k, **loading)

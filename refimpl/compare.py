@@ -177,7 +177,7 @@ def flow_order(a, b):
     prev = None
     for n in second.tensors:
         if n not in seen:
-            names.insert(names.index(prev) + 1 if prev is not None else len(names), n)
+            names.insert(names.index(prev) + 1 if prev is not None else 0, n)
             seen.add(n)
         prev = n
     return names
@@ -289,19 +289,24 @@ def _slice_permutation(a, b, axis, rtol, atol):
     bad = np.flatnonzero(err > limit)
     if len(bad) < 2:
         return None
-    # Cheap signatures first (per-slice sum and sum of squares), exact check only for candidates.
-    sig_a = np.stack([A[bad].sum(1), (A[bad] ** 2).sum(1)], 1)
-    sig_b = np.stack([B[bad].sum(1), (B[bad] ** 2).sum(1)], 1)
-    # If A[i] == B[j] within `limit` elementwise, their sums differ by at most S * limit and
-    # their sums of squares by at most 2 * S * limit * (max|B| + limit); plus rounding slack.
-    s, bmax = A.shape[1], float(np.abs(B).max(initial=0.0))
-    tol = np.array([s * limit, 2 * s * limit * (bmax + limit)]) + 1e-9 * (np.abs(sig_b).max(0) + 1e-300)
     if len(bad) > 4096:
         return None
+    # Necessary conditions first, exact check only for the pairs that meet them: if A[i] == B[j]
+    # within `limit` elementwise, then at a few sampled positions they differ by <= limit, their
+    # sums by <= S * limit, their sums of squares by <= 2 * S * limit * (max|B| + limit).
+    s, bmax = A.shape[1], float(np.abs(B).max(initial=0.0))
+    probe = np.linspace(0, s - 1, min(s, 16)).astype(int)
+    sig_a = np.concatenate([A[bad][:, probe], A[bad].sum(1, keepdims=True), (A[bad] ** 2).sum(1, keepdims=True)], 1)
+    sig_b = np.concatenate([B[bad][:, probe], B[bad].sum(1, keepdims=True), (B[bad] ** 2).sum(1, keepdims=True)], 1)
+    slack = 1e-9 * (np.abs(sig_b).max(0) + 1e-300)
+    tol = np.concatenate([np.full(len(probe), limit), [s * limit, 2 * s * limit * (bmax + limit)]]) + slack
+    candidates = [np.flatnonzero((np.abs(sig_b - sig_a[ia]) <= tol).all(1)) for ia in range(len(bad))]
+    if any(len(c) == 0 for c in candidates) or sum(len(c) for c in candidates) * s > 5e8:
+        return None  # some slice has no possible partner (or too many to check: not a permutation)
     mapping, used = {}, set()
     for ia, i in enumerate(bad):
         found = None
-        for jb in np.flatnonzero((np.abs(sig_b - sig_a[ia]) <= tol).all(1)):
+        for jb in candidates[ia]:
             j = bad[jb]
             if j != i and j not in used and np.abs(A[i] - B[j]).max() <= limit:
                 found = j

@@ -147,13 +147,15 @@ def attention(params, name, query, key, value, num_heads, key_mask=None, trace=N
     head_dim = d // num_heads
 
     def heads(x, length):  # (N, len, D) -> (N, heads, len, head_dim)
-        return x.reshape(n, length, num_heads, head_dim).transpose(0, 2, 1, 3)
+        # Contiguous copies: numpy's batched matmul is several times faster on them than on views.
+        return np.ascontiguousarray(x.reshape(n, length, num_heads, head_dim).transpose(0, 2, 1, 3))
 
     q = heads(linear(params, name + ".q_proj", query), l)
     k = heads(linear(params, name + ".k_proj", key), s)
     v = heads(linear(params, name + ".v_proj", value), s)
 
-    scores = (q @ k.transpose(0, 1, 3, 2)) * (head_dim**-0.5)  # (N, heads, L, S)
+    k_t = np.ascontiguousarray(k.transpose(0, 1, 3, 2))  # (N, heads, head_dim, S)
+    scores = (q @ k_t) * (head_dim**-0.5)  # (N, heads, L, S)
     if key_mask is not None:
         # Padding gets probability exactly 0: exp(-inf) = 0. Every image has at least one real
         # pixel, so no row is all -inf.

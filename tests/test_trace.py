@@ -208,12 +208,19 @@ def detr_small(tmp_path_factory, detr_timm_dir):
                             size={"shortest_edge": 128, "longest_edge": 192})
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_detr_trace_names_and_agreement_with_transformers(detr_small, photo, dtype):
-    """DETR traces: checkpoint module paths covering every layer (attention weights included), and
-    agreement with transformers traced through forward hooks (float64: at 1e-12 relative)."""
+@pytest.fixture(scope="module")
+def detr_small_hf(detr_small):
+    """transformers' DETR on the same checkpoint: {dtype: model}."""
     from transformers import DetrForObjectDetection
 
+    hf = DetrForObjectDetection.from_pretrained(detr_small, attn_implementation="eager").eval()
+    return {"float32": hf, "float64": copy.deepcopy(hf).double()}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_detr_trace_names_and_agreement_with_transformers(detr_small, detr_small_hf, photo, dtype):
+    """DETR traces: checkpoint module paths covering every layer (attention weights included), and
+    agreement with transformers traced through forward hooks (float64: at 1e-12 relative)."""
     from fixtures_detr import hf_detr_trace
 
     tensors, metadata = trace(photo, "detr-resnet-50", weights=str(detr_small), dtype=dtype)
@@ -236,10 +243,7 @@ def test_detr_trace_names_and_agreement_with_transformers(detr_small, photo, dty
         parts = layer.split(".")
         assert any(".".join(parts[:i]) in tensors for i in range(len(parts), 0, -1)), f"{layer} is not traced"
 
-    hf = DetrForObjectDetection.from_pretrained(detr_small, attn_implementation="eager").eval()
-    if dtype == "float64":
-        hf = hf.double()
-    calls, outputs = hf_detr_trace(hf, names, tensors["pixel_values"], tensors["pixel_mask"])
+    calls, outputs = hf_detr_trace(detr_small_hf[dtype], names, tensors["pixel_values"], tensors["pixel_mask"])
     theirs = {n: out for n, (_, out) in calls.items()}
     theirs["pred_boxes"] = outputs.pred_boxes.numpy()
     report = compare(theirs, (tensors, metadata), **({"rtol": 1e-12, "atol": 0} if dtype == "float64" else {}))
