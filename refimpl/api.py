@@ -144,7 +144,9 @@ def load_detr(weights=None, revision="main", dtype="float32"):
         if not hint:
             raise
         raise CheckpointMismatchError(f"{e}{hint}") from e
-    return DETR(checkpoint, dtype)
+    model = DETR(checkpoint, dtype)
+    fast.plan(checkpoint.params, model.hparams.backbone_names, dtype=dtype)  # fold the backbone's BN once, now
+    return model
 
 
 def _detr_layout_hint(source, revision):

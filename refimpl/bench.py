@@ -446,7 +446,6 @@ def summarize_sgemm(times_ms, n=SGEMM_N):
 
 def summarize(rows, case, sgemm):
     flops = model_flops(case)
-    torch_med = rows.get("pytorch", {}).get("median_ms")
     for row in rows.values():
         if row["status"] != "ok":
             continue

@@ -182,6 +182,7 @@ class BlockPlan:
     convs: tuple  # three Conv
     shortcut: Conv | None
     out_bias: np.ndarray  # conv3's bias (+ the shortcut's): added once after the residual sum
+    pad_role: str  # the reused zero-bordered buffer of its 3x3 conv
 
 
 @dataclass
@@ -218,7 +219,10 @@ def build_plan(params, names, depths=DEPTHS, dtype=np.float32, layout=DEFAULT_LA
             c3 = _fold(params, block.convs[2], block.norms[2], lay, dtype)
             sc = None if block.shortcut is None else _fold(params, *block.shortcut, lay, dtype, stride=stride)
             out_bias = c3.b if sc is None else c3.b + sc.b
-            blocks.append(BlockPlan(block, stride, (c1, c2, c3), sc, out_bias))
+            # Two padded buffers serve all stages (a stage's first block has its own shape);
+            # the border is re-zeroed when the shape changes, which costs little.
+            pad_role = "padded first" if i == 0 else "padded rest"
+            blocks.append(BlockPlan(block, stride, (c1, c2, c3), sc, out_bias, pad_role))
         stages.append(blocks)
     return Plan(lay, dtype, names, stem, stages)
 
@@ -267,7 +271,7 @@ def clear_cache():
     """Forget every folded plan and release this thread's reused buffers."""
     with _PLANS_LOCK:
         _PLANS.clear()
-    _WORKSPACE.buffers = {}
+    release_buffers()
 
 
 def compute_dtype(params, names, x):
@@ -286,8 +290,13 @@ class _Workspace(threading.local):
 
     def __init__(self):
         self.buffers = {}
+        self.bordered = {}  # role -> (layout, padded shape) whose zero border is in place
 
     def get(self, role, shape, dtype):
+        self.bordered.pop((role, dtype), None)  # the caller may write anywhere in it
+        return self._buffer(role, shape, dtype)
+
+    def _buffer(self, role, shape, dtype):
         size = int(np.prod(shape))
         if not self.reuse:
             return np.empty(shape, dtype)
@@ -299,13 +308,16 @@ class _Workspace(threading.local):
     def padded(self, role, layout, n, c, h, w, pad, dtype):
         """A buffer for an (n, c, h+2pad, w+2pad) input with a zero border; returns (buffer,
         its interior), the interior for the caller to fill."""
-        buf = self.get(role, layout.shape(n, c, h + 2 * pad, w + 2 * pad), dtype)
-        if pad:
+        shape = layout.shape(n, c, h + 2 * pad, w + 2 * pad)
+        buf = self._buffer(role, shape, dtype)
+        # Callers write only the interior, so the border stays zero while the shape stays put.
+        if pad and (not self.reuse or self.bordered.get((role, dtype)) != (layout.name, shape)):
             top, bottom = slice(0, pad), slice(h + pad, h + 2 * pad)
             left, right = slice(0, pad), slice(w + pad, w + 2 * pad)
             every = slice(None)
             for rows, cols in ((top, every), (bottom, every), (every, left), (every, right)):
                 layout.spatial(buf, rows, cols)[...] = 0
+            self.bordered[(role, dtype)] = (layout.name, shape)
         return buf, layout.spatial(buf, slice(pad, pad + h), slice(pad, pad + w))
 
 
@@ -329,6 +341,7 @@ def relu(y, out=None):
 def release_buffers():
     """Free this thread's reused buffers (they are re-made on the next forward)."""
     _WORKSPACE.buffers = {}
+    _WORKSPACE.bordered = {}
 
 
 # --- the forward ------------------------------------------------------------------------------
@@ -339,7 +352,7 @@ def release_buffers():
 
 def im2col(layout, xp, k, stride, ho, wo, out):
     """Copy the windows of the padded input `xp` into the column buffer `out` (the one copy)."""
-    view, shape = layout.windows(xp, k, stride, ho, wo)
+    view, _ = layout.windows(xp, k, stride, ho, wo)
     np.copyto(out.reshape(view.shape), view)
     return out
 
@@ -389,14 +402,16 @@ def stem(p, ws, x, trace=None):
     """(N, 3, H, W) NCHW -> the max-pooled stem output (N, 64, H/4, W/4) in the layout."""
     lay, dt = p.layout, p.dtype
     n, c_in, h, w = x.shape
-    conv_name, _, out_name, pool_name = p.names.stem()
+    _, _, out_name, pool_name = p.names.stem()
     xp, inner = ws.padded("stem_in", lay, n, c_in, h, w, p.stem.pad, dt)
     np.copyto(inner, x.transpose(lay.axes))  # NCHW -> layout, and into the zero border: one copy
-    y, h, w = conv(lay, ws, p.stem, xp, n, h, w, "stem_out")
+    # The stem's two big temporaries are dead before the first block runs: they borrow the
+    # blocks' ping-pong buffers (fewer buffers kept alive; at 800x1066 each is ~55 MB).
+    y, h, w = conv(lay, ws, p.stem, xp, n, h, w, "block_a")
     y += p.stem.b
     # ReLU straight into the zero-bordered buffer of the max pool (zero padding is exact after a ReLU).
     c = p.stem.c_out
-    pp, inner = ws.padded("pool_in", lay, n, c, h, w, 1, dt)
+    pp, inner = ws.padded("block_b", lay, n, c, h, w, 1, dt)
     relu(_as_4d(lay, y, n, c, h, w), out=inner)
     _record(trace, out_name, lay, inner)
     ho, wo = ops.conv_output_size(h, 3, 2, 1), ops.conv_output_size(w, 3, 2, 1)
@@ -421,7 +436,7 @@ def bottleneck(p, ws, bp, x, n, h, w, out, trace=None):
     # 1x1 reduce, bias, ReLU written into the 3x3 conv's zero-bordered input.
     t, _, _ = conv(lay, ws, c1, x, n, h, w, "t1")
     t += c1.b
-    xp, inner = ws.padded("t1_padded", lay, n, c1.c_out, h, w, c2.pad, dt)
+    xp, inner = ws.padded(bp.pad_role, lay, n, c1.c_out, h, w, c2.pad, dt)
     relu(_as_4d(lay, t, n, c1.c_out, h, w), out=inner)
     _record(trace, names.steps[0], lay, inner)
     # 3x3 (the stride is here), bias, ReLU in place.

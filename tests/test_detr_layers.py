@@ -276,3 +276,8 @@ def test_mask_downsampling_matches_torch_nearest():
         ref = F.interpolate(torch.from_numpy(mask)[None].float(), size=(feature, 1)).to(torch.bool)[0].numpy()
         ours = detr.downsample_mask(mask, (feature, 1))
         assert np.array_equal(ours, ref), (full, feature, valid)
+    # any sizes, including ones where exact arithmetic would pick another row (2 -> 82: row 41)
+    for n_in, n_out in [(2, 82), (3, 7), (7, 3), (1066, 34), (801, 26)] + [tuple(rng.integers(1, 300, 2)) for _ in range(200)]:
+        mask = (rng.random((1, n_in, n_out)) > 0.5).astype(np.int64)
+        ref = F.interpolate(torch.from_numpy(mask)[None].float(), size=(n_out, n_in)).to(torch.bool)[0].numpy()
+        assert np.array_equal(detr.downsample_mask(mask, (n_out, n_in)), ref), (n_in, n_out)

@@ -32,7 +32,8 @@ def official(request, monkeypatch_module):
     try:
         return request.param, load_detr(REPO, revision=request.param)
     except WeightsNotFoundError as e:
-        pytest.skip(f"official weights {REPO}@{request.param} are not cached here: {e}")
+        pytest.skip(f"official weights {REPO}@{request.param} are not in the local Hugging Face cache "
+                    f"({type(e.__cause__ or e).__name__})")
 
 
 @pytest.fixture(scope="module")

@@ -185,3 +185,15 @@ def test_reusing_buffers_changes_nothing_and_threads_do_not_share_them(resnet50)
     assert not errors
     for i, e in enumerate(expect):
         np.testing.assert_allclose(results[i], e, rtol=1e-6, atol=1e-6 * np.abs(e).max())
+
+
+def test_repeated_and_alternating_shapes_give_the_same_results(resnet50):
+    """The reused buffers (and their zero borders) carry nothing from one call to the next."""
+    p = resnet50.checkpoint.params
+    a, b = pixels(1, 64, 64, np.float32, seed=6), pixels(2, 40, 56, np.float32, seed=7)
+    first_a, first_b = fast.classify(p, a), fast.classify(p, b)
+    for _ in range(2):
+        np.testing.assert_array_equal(fast.classify(p, a), first_a)
+        np.testing.assert_array_equal(fast.classify(p, b), first_b)
+    fast.release_buffers()
+    np.testing.assert_array_equal(fast.classify(p, a), first_a)
