@@ -264,13 +264,22 @@ def test_concurrent_clients(contract_server, small_png, small_jpeg, expected):
 
 
 def test_log_lines(contract_server, small_png):
+    """One line per request: method, path, status, ms. The line is written after the answer is
+    sent, so a previous test's line may still arrive in between: keep only ours, waiting a bit."""
     before = len(contract_server.lines)
     call(contract_server, ROUTE + RESNET + "?top_k=1", b"not an image")
     call(contract_server, "/elsewhere", b"x", method="PUT")
-    new = contract_server.lines[before:]
-    assert len(new) == 2
-    assert re.fullmatch(r"POST /client/v4/accounts/acc123/ai/run/@cf/microsoft/resnet-50\?top_k=1 400 \d+\.\dms", new[0])
-    assert re.fullmatch(r"PUT /elsewhere 404 \d+\.\dms", new[1])
+    ours = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        ours = [l for l in contract_server.lines[before:] if "?top_k=1 " in l or l.startswith("PUT /elsewhere ")]
+        if len(ours) == 2:
+            break
+        time.sleep(0.05)
+    assert len(ours) == 2, contract_server.lines[before:]
+    ours.sort(key=lambda line: not line.startswith("POST"))  # each line is written by its own thread
+    assert re.fullmatch(r"POST /client/v4/accounts/acc123/ai/run/@cf/microsoft/resnet-50\?top_k=1 400 \d+\.\dms", ours[0])
+    assert re.fullmatch(r"PUT /elsewhere 404 \d+\.\dms", ours[1])
 
 
 # --- shutdown -----------------------------------------------------------------------------------
