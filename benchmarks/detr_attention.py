@@ -1,6 +1,6 @@
 """DETR's encoder self-attention at 800x1066 (850 tokens, 8 heads): refimpl/detr.py's `attention`
 against a variant with the same math and fewer passes over the (heads, S, S) scores, to back the
-recommendations in notes/perf.md. Both are checked equal first.
+recommendations in docs/performance.md. Both are checked equal first.
 
     python benchmarks/detr_attention.py [--tokens 850] [--repeat 10]
 

@@ -2,7 +2,7 @@
 
 resnet.py is the reference: one op per line, NCHW, batch norm after every conv. This module
 computes the same function and is checked against it tensor by tensor (tests/test_fast.py). What
-it does differently, each step measured (notes/perf.md, benchmarks/layout_choice.py):
+it does differently, each step measured (docs/performance.md, benchmarks/layout_choice.py):
 
 1. **Batch norm folded into the convs, once.** Frozen BN is an affine map per output channel,
    y = (conv(x) - mean) * gamma / sqrt(var + eps) + beta, so it folds into the conv:
@@ -149,7 +149,7 @@ class CNHW:
 
 
 LAYOUTS = {"NHWC": NHWC, "CNHW": CNHW}
-DEFAULT_LAYOUT = "NHWC"  # chosen by measurement: see notes/perf.md
+DEFAULT_LAYOUT = "NHWC"  # chosen by measurement: see docs/performance.md
 
 
 # --- folding ------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ FORMATS = ("npy", "safetensors")
 
 # Recommended tolerances per model for float32 implementations, on the compare rule
 # max|A - B| <= atol + rtol * max|B|. Measured here: float32 vs float64 stays below ~1e-5
-# relative for ResNet-50 and ~5e-5 for DETR (attention weights, box head), see notes/conformance.md.
+# relative for ResNet-50 and ~5e-5 for DETR (attention weights, box head), see docs/conformance.md.
 TOLERANCES = {
     "resnet-50": {"rtol": DEFAULT_RTOL, "atol": DEFAULT_ATOL},
     "detr-resnet-50": {"rtol": 1e-3, "atol": 1e-5},

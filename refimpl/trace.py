@@ -7,7 +7,7 @@
     >>> save_trace("cat.trace.safetensors", tensors, metadata)
     >>> tensors, metadata = load_trace("cat.trace.safetensors")
 
-Tensor names (the trace's contract with other implementations; see notes/conformance.md):
+Tensor names (the trace's contract with other implementations; see docs/conformance.md):
 
 * `image` - the decoded, upright RGB image, (H, W, 3) uint8, before any preprocessing;
 * `pixel_values` (and `pixel_mask` for DETR) - the model's input after preprocessing;

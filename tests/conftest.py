@@ -63,3 +63,18 @@ def resnet50_hf(resnet50_dir):
     from transformers import ResNetForImageClassification
 
     return ResNetForImageClassification.from_pretrained(resnet50_dir).eval()
+
+
+@pytest.fixture(scope="session")
+def resnet50_small_dir(tmp_path_factory, resnet50_dir):
+    """The session's synthesized ResNet-50 with 64 px inputs (fast; names and maths unchanged)."""
+    from hf_trace import small_checkpoint
+
+    return small_checkpoint(tmp_path_factory.mktemp("resnet-50-64px"), resnet50_dir, size={"shortest_edge": 64})
+
+
+@pytest.fixture(scope="session")
+def resnet50_small(resnet50_small_dir):
+    from refimpl.api import load_resnet50
+
+    return load_resnet50(resnet50_small_dir)

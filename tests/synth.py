@@ -29,6 +29,18 @@ RESNET50_PREPROCESSOR = {
 }
 
 
+# transformers' ResNetConfig values of ResNet-50 v1.5 (microsoft/resnet-50, and DETR's no_timm backbone).
+RESNET50_CONFIG = dict(
+    num_channels=3,
+    embedding_size=64,
+    hidden_sizes=[256, 512, 1024, 2048],
+    depths=[3, 4, 6, 3],
+    layer_type="bottleneck",
+    hidden_act="relu",
+    downsample_in_first_stage=False,
+)
+
+
 def imagenet_id2label():
     """The 1000 ImageNet-1k class names in index order (WordNet lemmas, as shipped by timm —
     the same strings as the official config's id2label, e.g. 283 'Persian cat')."""
@@ -91,13 +103,7 @@ def build_resnet50(folder, seed=0):
     rng = np.random.default_rng(seed)
     id2label = imagenet_id2label()
     config = ResNetConfig(
-        num_channels=3,
-        embedding_size=64,
-        hidden_sizes=[256, 512, 1024, 2048],
-        depths=[3, 4, 6, 3],
-        layer_type="bottleneck",
-        hidden_act="relu",
-        downsample_in_first_stage=False,
+        **RESNET50_CONFIG,
         id2label=id2label,
         label2id={v: k for k, v in id2label.items()},
         architectures=["ResNetForImageClassification"],

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synth import calibration_images, randomize_batch_norms
+from synth import RESNET50_CONFIG, calibration_images, randomize_batch_norms
 
 # facebook/detr-resnet-50's config.json id2label: the 91 COCO category ids (1..90 plus 0), with
 # "N/A" for the ids COCO never used (0, 12, 26, 29, 30, 45, 66, 68, 69, 71, 83). The classifier
@@ -96,16 +96,7 @@ def detr_config(layout):
     if layout == "timm":
         return DetrConfig(use_timm_backbone=True, backbone="resnet50", **common)
     if layout == "transformers":
-        backbone = ResNetConfig(
-            num_channels=3,
-            embedding_size=64,
-            hidden_sizes=[256, 512, 1024, 2048],
-            depths=[3, 4, 6, 3],
-            layer_type="bottleneck",
-            hidden_act="relu",
-            downsample_in_first_stage=False,
-            out_features=["stage4"],
-        )
+        backbone = ResNetConfig(**RESNET50_CONFIG, out_features=["stage4"])
         return DetrConfig(use_timm_backbone=False, backbone_config=backbone, **common)
     raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
 

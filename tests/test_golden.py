@@ -9,19 +9,19 @@ import pytest
 
 from hf_trace import small_checkpoint
 from refimpl import resnet
-from refimpl.api import image_array, load_resnet50
+from refimpl.api import image_array
 from refimpl.cli import main
 from refimpl.golden import check_files, export
 
 
 @pytest.fixture(scope="module")
-def small_dir(tmp_path_factory, resnet50_dir):
-    return small_checkpoint(tmp_path_factory.mktemp("resnet-50-64px"), resnet50_dir, size={"shortest_edge": 64})
+def small_dir(resnet50_small_dir):
+    return resnet50_small_dir
 
 
 @pytest.fixture(scope="module")
-def model(small_dir):
-    return load_resnet50(small_dir)
+def model(resnet50_small):
+    return resnet50_small
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,13 @@ PARAM_SUFFIXES = (".weight", ".bias", ".running_mean", ".running_var", ".num_bat
 
 
 @pytest.fixture(scope="module")
-def small_dir(tmp_path_factory, resnet50_dir):
-    """The session's synthesized ResNet-50 with 64 px inputs (fast; names and maths unchanged)."""
-    return small_checkpoint(tmp_path_factory.mktemp("resnet-50-64px"), resnet50_dir, size={"shortest_edge": 64})
+def small_dir(resnet50_small_dir):
+    return resnet50_small_dir
 
 
 @pytest.fixture(scope="module")
-def model(small_dir):
-    return load_resnet50(small_dir)
+def model(resnet50_small):
+    return resnet50_small
 
 
 @pytest.fixture(scope="module")
