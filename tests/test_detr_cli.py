@@ -54,6 +54,23 @@ def test_environment_variable_names_the_weights(capsys, monkeypatch, detr_small_
     assert json.loads(out) == detr_small_models["transformers"](EXAMPLES_DIR / "cat.png")
 
 
+def test_detect_hosted_shape(capsys, detr_small_dirs, detr_small_models):
+    """--shape hosted: all queries, sorted by score, integer corners; --wrap-uint16 wraps negatives."""
+    every = detr_small_models["timm"](STREET, threshold=None)
+    rc, out, err = detect(capsys, STREET, "--weights", detr_small_dirs["timm"], "--shape", "hosted")
+    assert rc == 0, err
+    hosted = json.loads(out)
+    assert len(hosted) == len(every) == 100
+    assert [d["score"] for d in hosted] == sorted((d["score"] for d in every), reverse=True)
+    assert all(isinstance(v, int) for d in hosted for v in d["box"].values())
+    rc, out, _ = detect(capsys, STREET, "--weights", detr_small_dirs["timm"], "--shape", "hosted", "--wrap-uint16")
+    wrapped = json.loads(out)
+    assert all(0 <= v < 65536 for d in wrapped for v in d["box"].values())
+    assert [[v % 65536 for v in d["box"].values()] for d in hosted] == [list(d["box"].values()) for d in wrapped]
+    rc, _, err = detect(capsys, STREET, "--weights", detr_small_dirs["timm"], "--wrap-uint16")
+    assert rc == 2 and "wrap_uint16" in err
+
+
 @pytest.mark.parametrize("value", ["1.5", "-0.1", "nan", "half"])
 def test_bad_threshold_is_refused(capsys, value):
     with pytest.raises(SystemExit) as exc:
