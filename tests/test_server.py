@@ -65,6 +65,27 @@ def assert_ok(status, body, result):
     assert body == {"result": result, "success": True, "errors": [], "messages": []}
 
 
+def log_mark(server, quiet=0.2, timeout=5):
+    """The number of log lines once the log has been quiet for `quiet` s: a line is written after
+    its answer is sent, so an earlier request's line can still be on its way."""
+    deadline = time.monotonic() + timeout
+    count = len(server.lines)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        if len(server.lines) == count:
+            break
+        count = len(server.lines)
+    return count
+
+
+def new_lines(server, before, count, timeout=10):
+    """The log lines after `before`, once there are at least `count` of them (or the timeout)."""
+    deadline = time.monotonic() + timeout
+    while len(server.lines) - before < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return server.lines[before:]
+
+
 # --- success: both body forms -------------------------------------------------------------------
 
 @pytest.mark.parametrize("headers", [
@@ -72,6 +93,7 @@ def assert_ok(status, body, result):
     {"Content-Type": "application/x-www-form-urlencoded"},  # what curl --data-binary sends
     {"Content-Type": "image/png"},
 ])
+
 def test_raw_body(contract_server, small_png, expected, headers):
     status, _, body = call(contract_server, ROUTE + RESNET, small_png, headers=headers)
     assert_ok(status, body, expected[small_png])
@@ -165,10 +187,10 @@ def test_still_correct_after_errors(contract_server, small_png, expected):
 def test_head_and_malformed_requests(contract_server):
     status, headers, body = call(contract_server, ROUTE + RESNET, method="HEAD")
     assert status == 405 and body is None and headers["Allow"] == "POST"
-    before = len(contract_server.lines)
+    before = log_mark(contract_server)
     status, body = raw_call(contract_server, b"NONSENSE\r\n\r\n")
     assert_error(status, body, 400, 3003, "malformed request")
-    assert re.fullmatch(r"- NONSENSE 400 \d+\.\dms", contract_server.lines[before])
+    assert re.fullmatch(r"- NONSENSE 400 \d+\.\dms", new_lines(contract_server, before, 1)[0])
     status, body = raw_call(contract_server, b"GET / HTTP/7.0\r\n\r\n")
     assert status == 505 and body["errors"][0]["code"] == 3003
     head = f"POST {ROUTE}{RESNET} HTTP/1.1\r\nHost: x\r\n\r\n".encode()  # no Content-Length, no body
@@ -185,16 +207,12 @@ def test_head_and_malformed_requests(contract_server):
 
 def test_client_that_goes_away(contract_server):
     """A client that announces a body and hangs up mid-way does not hurt the server."""
-    before = len(contract_server.lines)
+    before = log_mark(contract_server)
     with socket.create_connection(contract_server.server_address[:2]) as s:
         s.sendall(f"POST {ROUTE}{RESNET} HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n".encode() + b"x" * 100)
     status, _, body = call(contract_server, ROUTE + RESNET, b'{"image": [1.5]}')
     assert_error(status, body, 400, 5004, "image[0] is 1.5")
-    for _ in range(50):
-        if len(contract_server.lines) - before == 2:
-            break
-        time.sleep(0.05)
-    assert any(" 400 " in line for line in contract_server.lines[before:])
+    assert any(" 400 " in line for line in new_lines(contract_server, before, 2, timeout=3))
 
 
 # --- token --------------------------------------------------------------------------------------
@@ -255,29 +273,23 @@ def test_concurrent_clients(contract_server, small_png, small_jpeg, expected):
                 failures.append((job[1], status, body))
         return failures
 
-    lines_before = len(contract_server.lines)
+    lines_before = log_mark(contract_server)
     with ThreadPoolExecutor(8) as pool:
         failures = [f for fs in pool.map(client, range(8)) for f in fs]
     assert failures == []
+    new = new_lines(contract_server, lines_before, 200)
+    time.sleep(0.2)  # and nothing more arrives
     new = contract_server.lines[lines_before:]
     assert len(new) == 200, [line for line in new if not re.fullmatch(r"\S+ \S+ \d{3} \d+\.\dms", line)]
 
 
 def test_log_lines(contract_server, small_png):
-    """One line per request: method, path, status, ms. The line is written after the answer is
-    sent, so a previous test's line may still arrive in between: keep only ours, waiting a bit."""
-    before = len(contract_server.lines)
+    """One line per request: method, path, status, ms."""
+    before = log_mark(contract_server)
     call(contract_server, ROUTE + RESNET + "?top_k=1", b"not an image")
     call(contract_server, "/elsewhere", b"x", method="PUT")
-    ours = []
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        ours = [l for l in contract_server.lines[before:] if "?top_k=1 " in l or l.startswith("PUT /elsewhere ")]
-        if len(ours) == 2:
-            break
-        time.sleep(0.05)
-    assert len(ours) == 2, contract_server.lines[before:]
-    ours.sort(key=lambda line: not line.startswith("POST"))  # each line is written by its own thread
+    ours = sorted(new_lines(contract_server, before, 2), key=lambda line: not line.startswith("POST"))
+    assert len(ours) == 2, ours  # each line is written by its request's thread: sort, then check
     assert re.fullmatch(r"POST /client/v4/accounts/acc123/ai/run/@cf/microsoft/resnet-50\?top_k=1 400 \d+\.\dms", ours[0])
     assert re.fullmatch(r"PUT /elsewhere 404 \d+\.\dms", ours[1])
 
