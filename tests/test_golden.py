@@ -15,20 +15,15 @@ from refimpl.golden import check_files, export
 
 
 @pytest.fixture(scope="module")
-def small_dir(resnet50_small_dir):
-    return resnet50_small_dir
-
-
-@pytest.fixture(scope="module")
 def model(resnet50_small):
     return resnet50_small
 
 
 @pytest.fixture(scope="module")
-def golden(tmp_path_factory, small_dir):
+def golden(tmp_path_factory, resnet50_small_dir):
     """A golden set exported by the command, with the default synthetic images."""
     out = tmp_path_factory.mktemp("golden") / "set"
-    assert main(["golden", "--weights", str(small_dir), "--out", str(out)]) == 0
+    assert main(["golden", "--weights", str(resnet50_small_dir), "--out", str(out)]) == 0
     return out
 
 
@@ -36,9 +31,9 @@ def tree(folder):
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_export_is_byte_identical_across_runs(golden, small_dir, tmp_path, capsys):
+def test_export_is_byte_identical_across_runs(golden, resnet50_small_dir, tmp_path, capsys):
     again = tmp_path / "again"
-    assert main(["golden", "--weights", str(small_dir), "--out", str(again)]) == 0
+    assert main(["golden", "--weights", str(resnet50_small_dir), "--out", str(again)]) == 0
     assert "2 case(s), 156 tensors" in capsys.readouterr().out
     first, second = tree(golden), tree(again)
     assert list(first) == list(second)

@@ -18,6 +18,8 @@ from transformers.image_transforms import get_size_with_aspect_ratio
 from transformers.image_utils import load_image
 
 import images
+from synth import RESNET50_PREPROCESSOR
+from synth_detr import DETR_PREPROCESSOR
 from refimpl import errors
 from refimpl.decode import decode_image, read_image
 from refimpl.preprocess import (
@@ -30,32 +32,9 @@ from refimpl.preprocess import (
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 ATOL = 1e-6
 
-# The official preprocessor_config.json values of microsoft/resnet-50 and facebook/detr-resnet-50.
-RESNET50 = {
-    "crop_pct": 0.875,
-    "do_normalize": True,
-    "do_rescale": True,
-    "do_resize": True,
-    "image_mean": [0.485, 0.456, 0.406],
-    "image_std": [0.229, 0.224, 0.225],
-    "resample": 3,
-    "rescale_factor": 0.00392156862745098,
-    "size": {"shortest_edge": 224},
-    "image_processor_type": "ConvNextImageProcessor",
-}
-DETR = {
-    "do_normalize": True,
-    "do_resize": True,
-    "do_rescale": True,
-    "do_pad": True,
-    "format": "coco_detection",
-    "image_mean": [0.485, 0.456, 0.406],
-    "image_std": [0.229, 0.224, 0.225],
-    "resample": 2,
-    "rescale_factor": 0.00392156862745098,
-    "size": {"shortest_edge": 800, "longest_edge": 1333},
-    "image_processor_type": "DetrImageProcessor",
-}
+# The official preprocessor_config.json values (the synthesized checkpoints use the same).
+RESNET50 = RESNET50_PREPROCESSOR
+DETR = DETR_PREPROCESSOR
 # The same checkpoints' configs in the older feature-extractor form (int size, max_size, fewer keys).
 RESNET50_OLD = {
     "crop_pct": 0.875,

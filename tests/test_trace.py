@@ -21,11 +21,6 @@ PARAM_SUFFIXES = (".weight", ".bias", ".running_mean", ".running_var", ".num_bat
 
 
 @pytest.fixture(scope="module")
-def small_dir(resnet50_small_dir):
-    return resnet50_small_dir
-
-
-@pytest.fixture(scope="module")
 def model(resnet50_small):
     return resnet50_small
 
@@ -43,8 +38,8 @@ def traced(model, photo):
 
 
 @pytest.fixture(scope="module")
-def resnet50_f64(small_dir):
-    return load_resnet50(small_dir, dtype="float64")
+def resnet50_f64(resnet50_small_dir):
+    return load_resnet50(resnet50_small_dir, dtype="float64")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +63,7 @@ def test_names_are_module_paths_and_cover_every_layer(traced, model, resnet50_hf
     assert len(modules) == 2 + 16 * 4 + 4 + 4 + 2  # stem, pool; per block 3 convs + output; shortcuts; stages; pooler, logits
 
 
-def test_metadata_records_provenance(traced, model, small_dir, resnet50_dir, photo):
+def test_metadata_records_provenance(traced, model, resnet50_small_dir, resnet50_dir, photo):
     tensors, m = traced
     assert m["format"] == "refimpl-trace/1"
     assert m["model"] == "resnet-50" and m["hosted_model"] == "@cf/microsoft/resnet-50"
@@ -76,8 +71,8 @@ def test_metadata_records_provenance(traced, model, small_dir, resnet50_dir, pho
     assert m["input"]["sha256"] == hashlib.sha256(photo).hexdigest() and m["input"]["bytes"] == len(photo)
     assert m["input"]["decoded_shape"] == [90, 120, 3]
     assert m["dtype"] == "float32"
-    assert m["preprocessing"] == json.loads((small_dir / "preprocessor_config.json").read_text())
-    assert m["weights"]["source"] == str(small_dir)
+    assert m["preprocessing"] == json.loads((resnet50_small_dir / "preprocessor_config.json").read_text())
+    assert m["weights"]["source"] == str(resnet50_small_dir)
     assert m["environment"]["numpy"] == np.__version__ and "blas" in m["environment"]
     # the final contract output, from the traced logits (the readable path; `model(photo)` runs
     # refimpl's fast path, equal within float rounding)
@@ -162,17 +157,17 @@ def test_float32_error_budget_against_float64(traced, resnet50_f64, resnet50_hf,
     assert worst_ours < 10 * worst_theirs  # our float32 is no less accurate than the reference's
 
 
-def test_trace_command_writes_a_file_or_a_folder(small_dir, photo, tmp_path, capsys):
+def test_trace_command_writes_a_file_or_a_folder(resnet50_small_dir, photo, tmp_path, capsys):
     image = tmp_path / "photo.png"
     image.write_bytes(photo)
     out = tmp_path / "photo.trace.safetensors"
-    assert main(["trace", str(image), "--weights", str(small_dir), "--out", str(out)]) == 0
+    assert main(["trace", str(image), "--weights", str(resnet50_small_dir), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "wrote 78 tensors" in text and "data-flow order: image, pixel_values" in text
     tensors, metadata = load_trace(out)
     assert metadata["input"]["name"] == "photo.png" and len(tensors) == 78
     folder = tmp_path / "npy"
-    assert main(["trace", str(image), "--model", "@cf/microsoft/resnet-50", "--weights", str(small_dir),
+    assert main(["trace", str(image), "--model", "@cf/microsoft/resnet-50", "--weights", str(resnet50_small_dir),
                  "--dtype", "float64", "--out", str(folder), "--json"]) == 0
     meta = json.loads(capsys.readouterr().out)
     assert meta["dtype"] == "float64" and (folder / "resnet.encoder.stages.3.npy").is_file()
