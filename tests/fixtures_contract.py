@@ -56,18 +56,10 @@ DETR_TEST_SIZE = {"shortest_edge": 256, "longest_edge": 384}
 
 
 @pytest.fixture(scope="session")
-def detr_weights(request, contract_weights, tmp_path_factory):
-    """A checkpoint folder with the synthesized DETR's weights and config (symlinked from the
-    DETR work's `detr_timm_dir`) and a preprocessor_config.json resizing to DETR_TEST_SIZE.
-    Skips when refimpl has no DETR yet."""
-    from refimpl import api
-
-    if not hasattr(api, "load_detr"):
-        pytest.skip("refimpl.api.load_detr is not there yet")
-    try:
-        source = Path(request.getfixturevalue("detr_timm_dir"))
-    except pytest.FixtureLookupError:
-        pytest.skip("the detr_timm_dir fixture is not there yet")
+def detr_weights(detr_timm_dir, contract_weights, tmp_path_factory):
+    """A checkpoint folder with the synthesized DETR's weights and config (symlinked from
+    `detr_timm_dir`) and a preprocessor_config.json resizing to DETR_TEST_SIZE."""
+    source = Path(detr_timm_dir)
     folder = tmp_path_factory.mktemp("detr-contract")
     for name in ("model.safetensors", "config.json"):
         try:
