@@ -7,7 +7,7 @@
 For each image: POST its bytes to the endpoint (the raw body, like the seeds' `curl
 --data-binary @image`; or `{"image": [...]}` with body="json"), compute refimpl's reference for
 the same bytes, and judge the answer with `refimpl.judge` (envelope, schema, labels, scores,
-boxes, and the named signatures of issue 8). An image that refimpl itself refuses (not an image,
+boxes, and the named hosted-API signatures). An image that refimpl itself refuses (not an image,
 truncated, ...) agrees when the endpoint refuses it too, with the same HTTP status.
 
 URL is the full route (`.../client/v4/accounts/ID/ai/run/@cf/microsoft/resnet-50`, which also

@@ -12,46 +12,9 @@ signatures not accepted); 3 malformed claimed response (not JSON, not a result l
 breaks the output schema); 2 usage errors (unreadable files, unknown model, no weights)."""
 
 import argparse
-import dataclasses
 
-from .common import add_weights_options, print_json
+from .common import add_judging_options, add_weights_options, judging_options, print_json
 from .trace import add_model_option
-
-TOLERANCE_HELP = {
-    "score_atol": "max score difference per matched item",
-    "iou_min": "min IoU of a matched detection above the threshold",
-    "corner_px": "max box corner difference in pixels (+1 when the claim rounds to integers)",
-    "match_iou": "min IoU to pair two same-label detections",
-    "threshold": "the reference's detection threshold",
-    "rank_corr_min": "min Spearman correlation to call a score change a monotonic transform",
-    "no_threshold_extra": "this many more detections than the reference keeps means no threshold",
-}
-
-
-def add_judging_options(p):
-    """--accept and one option per refimpl.judge.Tolerances field, with its default."""
-    from ..judge import ACCEPT_PRESETS, SIGNATURES, Tolerances
-
-    p.add_argument("--accept", action="append", default=[], metavar="SIGNATURE",
-                   help=f"count a difference explained by SIGNATURE as agreement (repeatable or comma-separated): "
-                   f"{', '.join(SIGNATURES)}, or the presets {', '.join(ACCEPT_PRESETS)}")
-    g = p.add_argument_group("tolerances (refimpl.judge.Tolerances)")
-    for f in dataclasses.fields(Tolerances):
-        g.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default, dest=f.name,
-                       help=f"{TOLERANCE_HELP.get(f.name, f.name)} (default {f.default})")
-
-
-def judging_options(args):
-    """(Tolerances, accept list) from the parsed options."""
-    from ..judge import ACCEPT_PRESETS, SIGNATURES, Tolerances
-
-    accept = [a.strip() for item in args.accept for a in item.split(",") if a.strip()]
-    unknown = [a for a in accept if a not in SIGNATURES and a not in ACCEPT_PRESETS]
-    if unknown:
-        raise ValueError(f"--accept: unknown signature(s) {', '.join(unknown)}")
-    tol = Tolerances(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Tolerances)})
-    return tol, accept
-
 
 def register(sub):
     p = sub.add_parser("audit", help="judge a claimed response for one image against the reference",

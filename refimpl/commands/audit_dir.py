@@ -9,8 +9,7 @@ interrupted (rerun to resume)."""
 
 import argparse
 
-from .audit import add_judging_options, judging_options
-from .common import add_weights_options, print_json
+from .common import add_judging_options, add_weights_options, judging_options, print_json
 from .trace import add_model_option
 
 

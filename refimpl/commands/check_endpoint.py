@@ -6,17 +6,14 @@ Prints a per-image table and a verdict, or JSON with --json. Exit status: 0 when
 agrees within the tolerances (or differs only by signatures given to --accept), 1 when one
 disagrees, 2 on usage errors.
 
-Signatures named in the verdict (issue 8): no_threshold, integer_rounding, uint16_wraparound,
+Signatures named in the verdict: no_threshold, integer_rounding, uint16_wraparound,
 normalized_boxes, monotonic_score_transform, label_style. --accept hosted accepts the hosted
 DETR's observed shape (no_threshold, integer_rounding, uint16_wraparound).
 """
 
 import argparse
 
-from ..judge import ACCEPT_PRESETS, SIGNATURES, Tolerances
-from .common import print_json
-
-DEFAULTS = Tolerances()
+from .common import add_judging_options, judging_options, print_json
 
 
 def register(sub):
@@ -34,25 +31,7 @@ def register(sub):
     p.add_argument("--body", choices=["raw", "json"], default="raw",
                    help='raw: the image bytes as the body (default, like curl --data-binary); json: {"image": [...]}')
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
-    p.add_argument("--accept", action="append", default=[], metavar="SIGNATURE",
-                   help=f"treat a difference explained by SIGNATURE as agreement (repeatable or comma-separated): "
-                   f"{', '.join(SIGNATURES)}, or the presets {', '.join(ACCEPT_PRESETS)}")
-    t = p.add_argument_group("tolerances")
-    t.add_argument("--score-atol", type=float, default=DEFAULTS.score_atol,
-                   help=f"max score difference per matched item (default {DEFAULTS.score_atol})")
-    t.add_argument("--iou-min", type=float, default=DEFAULTS.iou_min,
-                   help=f"min IoU of a matched detection above the threshold (default {DEFAULTS.iou_min})")
-    t.add_argument("--corner-px", type=float, default=DEFAULTS.corner_px,
-                   help=f"max box corner difference in pixels, +1 when rounded (default {DEFAULTS.corner_px})")
-    t.add_argument("--match-iou", type=float, default=DEFAULTS.match_iou,
-                   help=f"min IoU to pair two same-label detections (default {DEFAULTS.match_iou})")
-    t.add_argument("--threshold", type=float, default=DEFAULTS.threshold,
-                   help=f"the reference's detection threshold (default {DEFAULTS.threshold})")
-    t.add_argument("--rank-corr-min", type=float, default=DEFAULTS.rank_corr_min,
-                   help=f"min Spearman correlation for a monotonic score transform (default {DEFAULTS.rank_corr_min})")
-    t.add_argument("--no-threshold-extra", type=int, default=DEFAULTS.no_threshold_extra,
-                   help="this many more detections than the reference keeps means no threshold "
-                   f"(default {DEFAULTS.no_threshold_extra})")
+    add_judging_options(p)
     w = p.add_argument_group("local reference")
     w.add_argument("--weights", metavar="DIR_OR_REPO",
                    help="checkpoint for the local reference (default: $REFIMPL_RESNET50_WEIGHTS / "
@@ -65,13 +44,7 @@ def register(sub):
 def run(args):
     from ..endpoint_check import check_endpoint, format_report
 
-    accept = [a.strip() for item in args.accept for a in item.split(",") if a.strip()]
-    unknown = [a for a in accept if a not in SIGNATURES and a not in ACCEPT_PRESETS]
-    if unknown:
-        raise ValueError(f"--accept: unknown signature(s) {', '.join(unknown)}")
-    tolerances = Tolerances(score_atol=args.score_atol, iou_min=args.iou_min, corner_px=args.corner_px,
-                            match_iou=args.match_iou, threshold=args.threshold, rank_corr_min=args.rank_corr_min,
-                            no_threshold_extra=args.no_threshold_extra)
+    tolerances, accept = judging_options(args)
     report = check_endpoint(args.url, args.model, args.images, token=args.token, tolerances=tolerances,
                             accept=accept, body=args.body, timeout=args.timeout, weights=args.weights,
                             revision=args.revision, dtype=args.dtype)

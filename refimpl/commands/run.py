@@ -2,7 +2,7 @@
 
 Prints the result as JSON, exactly what the hosted API's "result" would hold (--envelope: the
 whole REST envelope). MODEL: @cf/microsoft/resnet-50, @cf/facebook/detr-resnet-50 or their
-Hugging Face ids. Output shapes for DETR (issue 8):
+Hugging Face ids. Output shapes for DETR:
 
     --shape reference   threshold 0.5, float pixel boxes, query order (default; transformers)
     --shape hosted      every query, sorted by score, integer boxes (as the hosted API answers)
