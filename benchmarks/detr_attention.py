@@ -1,4 +1,4 @@
-"""DETR's encoder self-attention at 800x1066 (850 tokens, 8 heads): refimpl/detr.py's `attention`
+"""DETR's encoder self-attention at 800x1066 (850 tokens, 8 heads): refimpl/models/detr.py's `attention`
 against a variant with the same math and fewer passes over the (heads, S, S) scores, to back the
 recommendations in docs/performance.md. Both are checked equal first.
 
@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from refimpl import detr, ops
+from refimpl.models import detr, ops
 
 
 def attention_fewer_passes(params, name, query, key, value, num_heads, key_mask=None):

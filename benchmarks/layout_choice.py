@@ -1,4 +1,4 @@
-"""Which layout should refimpl.fast use? Times ResNet-50's 53 convolutions (im2col + matmul, the
+"""Which layout should refimpl.models.fast use? Times ResNet-50's 53 convolutions (im2col + matmul, the
 bulk of the work) in NCHW and in NHWC, interleaved in one process so machine noise hits both.
 
     python benchmarks/layout_choice.py [--batch 1,8] [--size 224] [--repeat 5]

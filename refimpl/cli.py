@@ -1,23 +1,50 @@
-"""`refimpl` command line. Each subcommand lives in refimpl/commands/<name>.py and defines
-`register(subparsers)`, which adds its parser and sets `func(args) -> exit code`."""
+"""The `refimpl` command: what `refimpl --help` shows, and the dispatch to refimpl/commands/<name>.py
+(each defines `register(subparsers)`, which adds its parser and sets `func(args) -> exit code`)."""
 
 import argparse
 import importlib
 import sys
 
-from . import __version__
-from .errors import RefimplError
+from refimpl import __version__
+from refimpl.errors import RefimplError
 
-# Order here is the order of `refimpl --help`.
-COMMANDS = ["classify", "detect", "summary", "trace", "compare", "run", "serve", "check-endpoint", "golden", "audit", "audit-dir", "bench"]
+ABOUT = """\
+refimpl: pure-numpy reference implementations of ResNet-50 (@cf/microsoft/resnet-50) and
+DETR-ResNet-50 (@cf/facebook/detr-resnet-50), readable like a textbook and usable as a test oracle:
+run the models, serve the hosted API's contract, compare other implementations layer by layer,
+and audit answers someone claims."""
+
+# The order and grouping of `refimpl --help`.
+COMMAND_GROUPS = (
+    ("run the models", ("classify", "detect")),
+    ("the hosted API's contract", ("run", "serve", "check-endpoint")),
+    ("conformance and audit", ("trace", "compare", "golden", "audit", "audit-dir")),
+    ("learning", ("summary",)),
+    ("performance", ("bench",)),
+)
+COMMANDS = [name for _, names in COMMAND_GROUPS for name in names]
+
+FOOTER = """\
+Every command that takes a model accepts any of its names (refimpl/registry.py). Commands that
+compute an answer take --path reference|fast: which code runs is always explicit.
+`refimpl COMMAND --help` for a command's options; README.md for the whole story."""
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="refimpl", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="refimpl", description=ABOUT, usage="refimpl [-h] [--version] COMMAND ...",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"refimpl {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # The commands are listed by group in the epilog below, so argparse's flat list is hidden.
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS, prog="refimpl")
     for name in COMMANDS:
         importlib.import_module(f"refimpl.commands.{name.replace('-', '_')}").register(sub)
+    helps = {action.dest: action.help for action in sub._choices_actions}
+    width = max(map(len, COMMANDS)) + 2
+    lines = []
+    for title, names in COMMAND_GROUPS:
+        lines.append(f"{title}:")
+        lines += [f"  {name:<{width}}{helps.get(name) or ''}" for name in names]
+    parser.epilog = "\n".join(lines) + "\n\n" + FOOTER
     return parser
 
 

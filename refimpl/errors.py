@@ -81,7 +81,7 @@ class BadWeightsFileError(WeightsError):
     """The file is not a valid safetensors file (truncated, pickle, garbage)."""
 
 
-# --- run() and the REST contract (refimpl/contract.py, refimpl/server.py) ---------------------
+# --- run() and the REST contract (refimpl/serving/contract.py, server.py) ------------------------
 # One class per way a `{"image": [...]}` payload can be wrong, so callers can tell them apart
 # without parsing messages. All are InvalidInputError: HTTP 400, code 5004 ("Invalid data").
 
@@ -165,3 +165,12 @@ class MethodNotAllowedError(RefimplError):
 
     code = 7001  # the Cloudflare v4 API's "Method not allowed"
     status = 405
+
+
+def short(value, n=40):
+    """repr(value), cut to `n` characters: how messages quote a bad value."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int with more digits than Python will print
+        return "a very large number"
+    return text if len(text) <= n else text[: n - 3] + "..."

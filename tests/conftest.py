@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from synth import build_resnet50
+from refimpl.synth.resnet import build_resnet50
 
 # Fixtures that belong to one part of the suite live in their own modules, imported here so that
 # every test file can use them.

@@ -76,7 +76,7 @@ def detr_weights(detr_timm_dir, contract_weights, tmp_path_factory):
 def detr_all_queries(detr_weights, detr_image):
     """run() of DETR on detr_image with every query (threshold None): our own output, reference
     shape, computed once per session."""
-    from refimpl import contract
+    from refimpl.serving import contract
 
     return contract.run(DETR, detr_image, threshold=None, weights=detr_weights)
 
@@ -85,7 +85,7 @@ def detr_all_queries(detr_weights, detr_image):
 def contract_server(contract_weights):
     """A ContractServer on 127.0.0.1, a free port, no token, small body limit (64 KiB), logging
     into `server.lines`. Stopped at the end of the module."""
-    from refimpl.server import ContractServer
+    from refimpl.serving.server import ContractServer
 
     lines = []
     server = ContractServer(("127.0.0.1", 0), max_body=64 * 1024, weights=contract_weights, log=lines.append)

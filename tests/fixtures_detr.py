@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synth_detr import DETR_PREPROCESSOR, build_detr, model_properties
+from refimpl.synth.detr import DETR_PREPROCESSOR, build_detr, model_properties
 
 EXAMPLES_DIR = Path(__file__).parent.parent / "examples"
 
@@ -71,9 +71,9 @@ def detr_small_models(detr_models):
     """detr_models with SMALL_PREPROCESSOR's input size (the same arrays, no reload)."""
     import dataclasses
 
-    from refimpl.api import DETR
+    from refimpl.pipeline.loaded import DETR
 
-    return {layout: DETR(dataclasses.replace(model.checkpoint, preprocessor=dict(SMALL_PREPROCESSOR)), model.dtype)
+    return {layout: DETR(dataclasses.replace(model.checkpoint, preprocessor=dict(SMALL_PREPROCESSOR)), model.dtype, model.path)
             for layout, model in detr_models.items()}
 
 
@@ -83,8 +83,8 @@ def detr_batch():
     SMALL_PREPROCESSOR's size to (256, 379), (384, 256), (256, 256), so each is padded at the
     bottom and/or right to (384, 379). Returns dict(images, pixel_values (3, 3, 384, 379) float32,
     pixel_mask (3, 384, 379) int64, sizes)."""
-    from refimpl.decode import read_image
-    from refimpl.preprocess import detection_inputs
+    from refimpl.pipeline.decode import read_image
+    from refimpl.pipeline.preprocess import detection_inputs
 
     street = read_image(EXAMPLES_DIR / "street.jpg")[1]  # 500 x 741
     cat = read_image(EXAMPLES_DIR / "cat.png")[1][:, 80:280]  # 300 x 200, portrait

@@ -1,17 +1,21 @@
 """refimpl.audit, `refimpl audit` and `refimpl audit-dir`: agreeing, disagreeing and malformed
 claimed responses each get the right verdict and exit code; audit-dir resumes without duplicates."""
 
+import io
 import json
+import sys
 
 import pytest
 from PIL import Image
 
 from hf_trace import small_checkpoint
 from images import encode, pixels
-from refimpl import audit as audit_module
-from refimpl import contract
-from refimpl.audit import audit, audit_dir, read_records
+from refimpl.conformance import audit_dir as audit_module
+from refimpl.serving import contract
+from refimpl.conformance.audit import audit
+from refimpl.conformance.audit_dir import audit_dir, read_records
 from refimpl.cli import main
+from refimpl.pipeline import postprocess
 
 RESNET = "@cf/microsoft/resnet-50"
 DETR = "@cf/facebook/detr-resnet-50"
@@ -175,11 +179,12 @@ def detr_case(tmp_path_factory, detr_timm_dir):
     return image, weights
 
 
+@pytest.mark.slow
 def test_detr_claims(detr_case, tmp_path, capsys):
     image, weights = detr_case
     every = contract.run(DETR, image.read_bytes(), weights=weights, threshold=None)  # all queries
     ours = [d for d in every if d["score"] > 0.5]  # refimpl's own answer (threshold 0.5)
-    hosted = contract.hosted_shape(every, wrap_uint16=True)  # the hosted API's observed shape
+    hosted = postprocess.hosted_shape(every, wrap_uint16=True)  # the hosted API's observed shape
     assert ours, "the synthesized DETR should detect something on this image"
     assert audit(image, ours, DETR, weights=weights).status == "agree"
     result = audit(image, envelope(hosted), "detr-resnet-50", weights=weights)
@@ -218,15 +223,27 @@ def lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal: where audit-dir draws its progress bar."""
+
+    def isatty(self):
+        return True
+
+
+@pytest.mark.slow
 def test_audit_dir_resumes_without_duplicates(folder, weights, monkeypatch, capsys):
     out = folder / "audit.jsonl"
     args = ["audit-dir", str(folder), "--weights", weights]
-    # 1. a partial run
-    assert main(args + ["--limit", "2"]) == 0
+    # 1. a partial run, on a terminal (the progress bar shows only there)
+    terminal = Terminal()
+    with monkeypatch.context() as m:
+        m.setattr(sys, "stderr", terminal)
+        assert main(args + ["--limit", "2"]) == 0
     assert [r["image"] for r in lines(out)] == ["a.png", "b.png"]
     text = capsys.readouterr()
     assert "2 of 5 image(s) recorded" in text.out and "3 image(s) not audited yet" in text.out
-    assert "[" in text.err and "2/2" in text.err and "b.png: agree" in text.err  # the progress bar
+    bar = terminal.getvalue()
+    assert "[" in bar and "2/2" in bar and "b.png: agree" in bar  # the progress bar
 
     # 2. interrupted (Ctrl-C) during the second image of the next run
     real = audit_module._audit_one

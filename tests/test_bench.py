@@ -1,12 +1,14 @@
 """`refimpl bench` runs and emits its documented JSON. A smoke test on a tiny config: no assertion
 on any time (a benchmark is not a test)."""
 
+import pytest
 import json
 
-from refimpl import bench
+from refimpl.perf import bench
 from refimpl.cli import main
 
 
+@pytest.mark.slow
 def test_bench_json_has_the_documented_keys(resnet50_dir, capsys):
     code = main(["bench", "--json", "--repeat", "1", "--models", "resnet-50", "--batch", "1", "--size", "32", "--gap", "0",
                  "--peers", "refimpl,refimpl-readable,pytorch", "--weights", f"resnet-50={resnet50_dir}",
@@ -53,11 +55,13 @@ def test_missing_peers_are_skipped_with_a_reason(resnet50_dir, monkeypatch):
 
 
 def test_flop_counts_match_the_published_figures():
+    """The bench's FLOPs are the summary's MACs (counted once, refimpl/viz/summary.py) x 2 x batch."""
+    flops = lambda model, n, h, w: bench.model_flops(bench.Case(model, n, h, w))  # noqa: E731
     # ResNet-50 at 224x224 is the well-known 4.1 GMACs (8.2 GFLOP as 2 x MACs).
-    assert abs(bench.resnet50_flops(1, 224, 224) / 1e9 - 8.2) < 0.05
-    assert bench.resnet50_flops(8, 224, 224) == 8 * bench.resnet50_flops(1, 224, 224)
+    assert abs(flops("resnet-50", 1, 224, 224) / 1e9 - 8.2) < 0.05
+    assert flops("resnet-50", 8, 224, 224) == 8 * flops("resnet-50", 1, 224, 224)
     # DETR-R50 at 800x1066: the backbone alone is 140 GFLOP, the transformer adds about 22.
-    assert 100 < bench.detr_flops(1, 800, 1066) / 1e9 < 200
+    assert 100 < flops("detr-resnet-50", 1, 800, 1066) / 1e9 < 200
 
 
 def test_text_report_names_the_blas_and_the_environment(resnet50_dir):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from refimpl import cam
+from refimpl.viz import cam
 from refimpl.cli import main
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -133,7 +133,7 @@ def small_detr(small_detr_dir):
 
 @pytest.fixture(scope="module")
 def street_attention(small_detr):
-    from refimpl import attention_maps
+    from refimpl.viz import attention_maps
 
     image = np.asarray(Image.open(EXAMPLES / "street.jpg").convert("RGB"))
     result = attention_maps.compute(small_detr, image, threshold=0.5)
@@ -173,15 +173,16 @@ def test_attention_maps_equal_transformers_cross_attentions(small_detr_dir, stre
     # float32 end to end through the backbone, 6 encoder and 6 decoder layers: agreement to ~1e-5
     # of the largest weight (the layer-by-layer tests hold each layer to tighter bounds).
     np.testing.assert_allclose(result.maps, expected, rtol=0, atol=1e-4 * expected.max())
-    from refimpl import attention_maps
+    from refimpl.viz import attention_maps
 
     one_head = attention_maps.object_maps(street_attention["trace"], result.queries, layer=2, head=3)
     np.testing.assert_allclose(one_head, out.cross_attentions[2][0, 3].numpy()[result.queries].reshape(result.maps.shape),
                                rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_cli_attention_writes_picture_with_the_maps(small_detr, small_detr_dir, street_attention, tmp_path, capsys):
-    from refimpl import attention_maps
+    from refimpl.viz import attention_maps
 
     out = tmp_path / "attention.png"
     image = EXAMPLES / "street.jpg"
@@ -202,7 +203,7 @@ def test_cli_attention_writes_picture_with_the_maps(small_detr, small_detr_dir, 
 
 def test_attention_picture_puts_each_token_on_its_patch():
     """One hot token (i, j) lights exactly the display pixels of input pixels [32i, 32i+32) x [32j, 32j+32)."""
-    from refimpl import attention_maps
+    from refimpl.viz import attention_maps
 
     resized = (320, 448)  # a 10 x 14 grid
     m = np.zeros((10, 14))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refimpl import postprocess
+from refimpl.pipeline import postprocess
 from refimpl.cli import main
 
 EXAMPLES = sorted(Path(__file__).parent.parent.glob("examples/*.[jp][pn]g"))
@@ -56,7 +56,7 @@ def test_top_k_validation_and_ties():
 
 def test_python_api_steps_equal_one_call(resnet50):
     """preprocess -> forward -> postprocess gives what the one call gives; batches are per-image equal."""
-    from refimpl.decode import decode_image
+    from refimpl.pipeline.decode import decode_image
 
     images = [decode_image(p.read_bytes()) for p in EXAMPLES[:2]]
     pixel_values = resnet50.preprocess(images)

@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from refimpl import resnet
+from refimpl.models import resnet
 from refimpl.cli import main
-from refimpl.compare import compare, diagnose, load_tensors, parse_map, save_npy_folder
-from refimpl.trace import save_trace
+from refimpl.conformance.compare import compare, diagnose, load_tensors, parse_map, save_npy_folder
+from refimpl.conformance.trace import save_trace
 
 CONV = "resnet.encoder.stages.1.layers.2.layer.1"  # a 3x3 conv + BN + ReLU
 NORM_ONLY = "resnet.encoder.stages.2.layers.1.layer.2"  # a 1x1 conv + BN, no ReLU

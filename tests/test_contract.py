@@ -7,6 +7,7 @@ only); inputs in both forms; hypothesis generates valid and invalid {"image": [.
 import json
 import math
 import threading
+import types
 import time
 
 import jsonschema
@@ -16,34 +17,39 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import refimpl
-from refimpl import contract, errors, judge
+from refimpl.serving import contract
+from refimpl import errors
+from refimpl.conformance import judge
+from refimpl.pipeline import postprocess
+from refimpl.serving import schemas
+from refimpl import registry
 from fixtures_contract import DETR, RESNET, encoded_image
 
 NAMES = {RESNET: "microsoft/resnet-50", DETR: "facebook/detr-resnet-50"}
 
 
 def check_schema(model, result):
-    jsonschema.validate(result, contract.OUTPUT_SCHEMAS[contract.hosted_name(model)])
-    assert judge.validate(result, contract.output_schema(model)) == []  # our validator agrees
+    jsonschema.validate(result, registry.get(model).output_schema)
+    assert schemas.validate(result, registry.get(model).output_schema) == []  # our validator agrees
 
 
 # --- the schemas as data ------------------------------------------------------------------------
 
 def test_schemas_are_valid_json_schemas():
-    jsonschema.Draft202012Validator.check_schema(contract.INPUT_SCHEMA)
-    for schema in contract.OUTPUT_SCHEMAS.values():
-        jsonschema.Draft202012Validator.check_schema(schema)
-    assert set(contract.OUTPUT_SCHEMAS) == {RESNET, DETR}
-    assert contract.OUTPUT_SCHEMAS[DETR]["items"]["properties"]["box"]["properties"].keys() == {
+    jsonschema.Draft202012Validator.check_schema(schemas.INPUT_SCHEMA)
+    for spec in registry.MODELS:
+        jsonschema.Draft202012Validator.check_schema(spec.output_schema)
+    assert {spec.hosted_name for spec in registry.MODELS} == {RESNET, DETR}
+    assert schemas.DETECTION_OUTPUT["items"]["properties"]["box"]["properties"].keys() == {
         "xmin", "ymin", "xmax", "ymax"}
 
 
 def test_input_schema_accepts_both_forms(small_png):
-    jsonschema.validate({"image": list(small_png)}, contract.INPUT_SCHEMA)
-    jsonschema.validate("raw bytes travel as a binary string", contract.INPUT_SCHEMA)
-    assert judge.validate(small_png, contract.INPUT_SCHEMA) == []  # Python bytes = binary string
-    assert judge.validate({"image": list(small_png)}, contract.INPUT_SCHEMA) == []
-    assert judge.validate({"image": ["x"]}, contract.INPUT_SCHEMA)
+    jsonschema.validate({"image": list(small_png)}, schemas.INPUT_SCHEMA)
+    jsonschema.validate("raw bytes travel as a binary string", schemas.INPUT_SCHEMA)
+    assert schemas.validate(small_png, schemas.INPUT_SCHEMA) == []  # Python bytes = binary string
+    assert schemas.validate({"image": list(small_png)}, schemas.INPUT_SCHEMA) == []
+    assert schemas.validate({"image": ["x"]}, schemas.INPUT_SCHEMA)
 
 
 # --- classification -----------------------------------------------------------------------------
@@ -99,7 +105,7 @@ def test_hypothesis_images_end_to_end(contract_weights, w, h, seed, fmt, as_floa
     raw = contract.run(RESNET, data, weights=weights)
     check_schema(RESNET, raw)
     array = [float(b) for b in data] if as_floats else list(data)
-    jsonschema.validate({"image": array}, contract.INPUT_SCHEMA)
+    jsonschema.validate({"image": array}, schemas.INPUT_SCHEMA)
     assert contract.run(RESNET, {"image": array}, weights=weights) == raw
 
 
@@ -183,7 +189,7 @@ def test_first_bad_element_is_named(small_png):
 
 
 def test_unknown_models():
-    for model in ("@cf/microsoft/resnet-101", "resnet-50", "", "@cf/facebook/detr-resnet-50 ", None, 50):
+    for model in ("@cf/microsoft/resnet-101", "resnet-101", "", "@cf/facebook/detr-resnet-50 ", None, 50):
         with pytest.raises(errors.UnknownModelError) as e:
             contract.run(model, b"x")
         assert e.value.status == 404 and e.value.code == 3042
@@ -245,7 +251,7 @@ bad_values = st.one_of(
 @given(array=valid_arrays)
 def test_valid_payloads_give_the_bytes(array):
     payload = {"image": array}
-    jsonschema.validate(payload, contract.INPUT_SCHEMA)
+    jsonschema.validate(payload, schemas.INPUT_SCHEMA)
     assert contract.image_bytes(payload) == bytes(int(v) for v in array)
 
 
@@ -277,14 +283,14 @@ def counting_loader(monkeypatch):
     calls = []
     lock = threading.Lock()
 
-    def slow_load(weights=None, revision="main", dtype="float32"):
+    def slow_load(spec, source, revision, dtype, path):
         with lock:
-            calls.append(weights)
+            calls.append(source)
         time.sleep(0.2)
-        return object()
+        return types.SimpleNamespace(path=path)
 
     saved = dict(contract._cache)
-    monkeypatch.setattr(contract, "_loader", lambda key: slow_load)
+    monkeypatch.setattr(contract, "_load", slow_load)
     yield calls
     with contract._cache_lock:
         contract._cache.clear()
@@ -337,16 +343,16 @@ FAKE = [
 
 
 def test_hosted_shape_function():
-    out = contract.hosted_shape(FAKE)
+    out = postprocess.hosted_shape(FAKE)
     assert [d["label"] for d in out] == ["dog", "cat", "cup"]  # by score, ties keep query order
     assert out[1]["box"] == {"xmin": -2, "ymin": 4, "xmax": 10, "ymax": 21}
     assert out[0]["box"] == {"xmin": 1, "ymin": -1, "xmax": 30, "ymax": 41}
     assert out[2]["box"] == {"xmin": 0, "ymin": 2, "xmax": 2, "ymax": 10}  # ties to even
     assert all(type(v) is int for d in out for v in d["box"].values())
-    wrapped = contract.hosted_shape(FAKE, wrap_uint16=True)
+    wrapped = postprocess.hosted_shape(FAKE, wrap_uint16=True)
     assert wrapped[1]["box"]["xmin"] == 65534 and wrapped[0]["box"]["ymin"] == 65535
-    jsonschema.validate(out, contract.OUTPUT_SCHEMAS[DETR])
-    jsonschema.validate(wrapped, contract.OUTPUT_SCHEMAS[DETR])
+    jsonschema.validate(out, schemas.DETECTION_OUTPUT)
+    jsonschema.validate(wrapped, schemas.DETECTION_OUTPUT)
 
 
 def test_detection_shapes(detr_all_queries, detr_weights, detr_image):
@@ -360,7 +366,7 @@ def test_detection_shapes(detr_all_queries, detr_weights, detr_image):
     assert reference == [d for d in every if d["score"] > 0.5]  # threshold 0.5, query order
     wrapped = contract.run(DETR, {"image": list(detr_image)}, weights=detr_weights, shape="hosted", wrap_uint16=True)
     check_schema(DETR, wrapped)
-    assert wrapped == contract.hosted_shape(every, wrap_uint16=True)
+    assert wrapped == postprocess.hosted_shape(every, wrap_uint16=True)
     assert [d["score"] for d in wrapped] == sorted((d["score"] for d in every), reverse=True)
     assert all(type(v) is int and 0 <= v <= 65535 for d in wrapped for v in d["box"].values())
 
@@ -379,8 +385,9 @@ def test_cli_run(tmp_path, small_png, png_result, resnet50_dir, capsys):
     assert out == {"result": png_result[:2], "success": True, "errors": [], "messages": []}
     assert cli.main(["run", RESNET, str(image), "--shape", "hosted"]) == 2
     assert "InvalidOptionError" in capsys.readouterr().err
-    assert cli.main(["run", "@cf/nope", str(image)]) == 2
-    assert "UnknownModelError" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # a usage error, reported by argparse with the names it knows
+        cli.main(["run", "@cf/nope", str(image)])
+    assert e.value.code == 2 and "unknown model '@cf/nope'" in capsys.readouterr().err
 
 
 def test_cli_run_detection_options(tmp_path, monkeypatch, capsys):
@@ -395,6 +402,6 @@ def test_cli_run_detection_options(tmp_path, monkeypatch, capsys):
     assert cli.main(["run", DETR, str(image), "--threshold", "none"]) == 0
     assert cli.main(["run", DETR, str(image), "--threshold", "0.7"]) == 0
     capsys.readouterr()
-    loading = {"weights": None, "revision": "main", "dtype": "float32"}
+    loading = {"weights": None, "revision": None, "dtype": "float32", "path": "fast"}  # revision None: the default, main
     assert seen == [(DETR, dict(loading, shape="hosted", wrap_uint16=True)), (DETR, dict(loading, threshold=None)),
                     (DETR, dict(loading, threshold=0.7))]

@@ -14,7 +14,7 @@ from transformers.image_utils import load_image
 
 import images
 from refimpl import errors
-from refimpl.decode import decode_image, read_image
+from refimpl.pipeline.decode import decode_image, read_image
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 

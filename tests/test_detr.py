@@ -8,11 +8,11 @@ import shutil
 import numpy as np
 import pytest
 
-from refimpl import detr, resnet
+from refimpl.models import detr, resnet
 from refimpl.api import load_detr
 from refimpl.errors import CheckpointMismatchError
-from refimpl.weights import check_params, read_safetensors
-from synth_detr import COCO_ID2LABEL, DETR_PREPROCESSOR
+from refimpl.pipeline.weights import check_params, read_safetensors
+from refimpl.synth.detr import COCO_ID2LABEL, DETR_PREPROCESSOR
 
 # --- the official layouts, as save_pretrained writes them ----------------------------------------
 

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from fixtures_detr import EXAMPLES_DIR
-from refimpl import cli, draw
+from refimpl import cli
+from refimpl.viz import draw
 
 STREET = EXAMPLES_DIR / "street.jpg"
 

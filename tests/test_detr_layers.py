@@ -22,7 +22,7 @@ import pytest
 
 import report
 from fixtures_detr import hf_detr_trace
-from refimpl import detr, ops
+from refimpl.models import detr, ops
 
 TOL = {"float32": 1e-5, "float64": 1e-12}
 E2E_FACTOR = 3.0
@@ -137,6 +137,7 @@ def compare_layers(model, run32, hf64, pixel_values, pixel_mask, label, case):
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["timm", "transformers"])
 def test_every_layer_matches_transformers_on_a_padded_batch(layout, detr_models, detr_batch_runs, detr_hf64, detr_batch):
     b = detr_batch
@@ -153,11 +154,12 @@ def test_every_layer_matches_transformers_on_a_padded_batch(layout, detr_models,
         assert name in covered, name
 
 
+@pytest.mark.slow
 def test_official_size_image(detr_models, detr_hf):
     """One image at the official preprocessing size (800 x 1185): float32 layer by layer, and the
     final outputs end to end (timm layout; the layouts share everything after the backbone)."""
     from fixtures_detr import EXAMPLES_DIR
-    from refimpl.decode import read_image
+    from refimpl.pipeline.decode import read_image
 
     model = detr_models["timm"]
     image = read_image(EXAMPLES_DIR / "street.jpg")[1]

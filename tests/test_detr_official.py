@@ -49,7 +49,7 @@ def test_layout_matches_the_revision(official):
 
 
 def test_published_values(official):
-    from refimpl.decode import read_image
+    from refimpl.pipeline.decode import read_image
 
     path = os.environ.get("REFIMPL_COCO_IMAGE")
     if not path or not Path(path).is_file():
@@ -82,7 +82,7 @@ def test_same_as_transformers_on_a_photo(official):
         hf = DetrForObjectDetection.from_pretrained(REPO, revision=revision, local_files_only=True).eval()
     except OSError as e:
         pytest.skip(f"transformers cannot load {REPO}@{revision} offline: {e}")
-    from refimpl.decode import read_image
+    from refimpl.pipeline.decode import read_image
 
     _, photo = read_image(EXAMPLES / "street.jpg")
     pixel_values, pixel_mask, _ = model.preprocess([photo])

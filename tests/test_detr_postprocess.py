@@ -5,8 +5,8 @@ crafted logits around the threshold; threshold=None; the output contract."""
 import numpy as np
 import pytest
 
-from refimpl import postprocess
-from synth_detr import COCO_ID2LABEL, DETR_PREPROCESSOR
+from refimpl.pipeline import postprocess
+from refimpl.synth.detr import COCO_ID2LABEL, DETR_PREPROCESSOR
 
 BOX_TOL = 1e-3  # pixels
 SCORE_TOL = 1e-6

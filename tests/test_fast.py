@@ -1,6 +1,6 @@
-"""The fast path (refimpl/fast.py) against the readable reference (refimpl/resnet.py), tensor by
-tensor, and against transformers end to end; BN folding as algebra; the dispatch, the fold cache
-and the reused buffers."""
+"""The fast path (refimpl/models/fast.py) against the readable reference (refimpl/models/resnet.py),
+tensor by tensor, and against transformers end to end; BN folding as algebra; the explicit path
+of loaded models; the fold cache and the reused buffers."""
 
 import threading
 
@@ -11,11 +11,10 @@ from hypothesis import strategies as st
 
 import report
 from hf_trace import hf_trace
-from refimpl import fast, ops, resnet
+from refimpl.models import fast, ops, resnet
 from refimpl.api import load_resnet50
 
 TOL = {"float32": 1e-5, "float64": 1e-12}
-LAYOUTS = sorted(fast.LAYOUTS)
 
 # batch 1 and 3, square and odd sizes (odd sizes exercise the floor rule of every strided layer).
 SHAPES = [(1, 224, 224), (3, 67, 91), (1, 33, 47)]
@@ -36,21 +35,20 @@ def params(resnet50_dir, resnet50):
             "float64": load_resnet50(resnet50_dir, dtype="float64").checkpoint.params}
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_every_traced_tensor_equals_the_readable_path(params, dtype, shape, layout):
+def test_every_traced_tensor_equals_the_readable_path(params, dtype, shape):
     p = params[dtype]
     x = pixels(*shape, dtype)
     ref, ours = {}, {}
-    expect = resnet.classify(p, x, ref, fast=False)
-    got = fast.classify(p, x, ours, layout=layout)
+    expect = resnet.classify(p, x, ref)
+    got = fast.classify(p, x, ours)
     assert list(ours) == list(ref)  # the same names, in the same order
     for name in ref:
         assert ours[name].shape == ref[name].shape, name
         assert ours[name].dtype == np.dtype(dtype), name
         r = rel(ours[name], ref[name])
-        assert r <= TOL[dtype], f"{name}: fast ({layout}) differs from the readable path by {r:.2e}"
+        assert r <= TOL[dtype], f"{name}: fast differs from the readable path by {r:.2e}"
     assert rel(got, expect) <= TOL[dtype]
 
 
@@ -65,8 +63,8 @@ def test_backbone_stages_equal_the_readable_path_in_both_naming_schemes(params, 
         renamed[new_key] = p[key]
     x = pixels(2, 96, 80, dtype, seed=5)
     for names, weights in ((resnet.CLASSIFIER_NAMES, p), (timm, renamed)):
-        ref = resnet.backbone(weights, names, x, fast=False)
-        got = resnet.backbone(weights, names, x)  # no trace: the fast path
+        ref = resnet.backbone(weights, names, x)
+        got = fast.backbone(weights, names, x)
         assert [g.shape for g in got] == [r.shape for r in ref]
         for g, r in zip(got, ref):
             assert g.dtype == np.dtype(dtype)
@@ -122,14 +120,21 @@ def test_fold_is_computed_in_float64_and_stored_in_the_compute_dtype(params):
 
 # --- dispatch, cache, buffers ---------------------------------------------------------------------
 
-def test_dispatch_fast_without_a_trace_readable_with_one(resnet50):
+def test_the_path_is_explicit_and_a_trace_changes_no_bit(resnet50):
+    """A loaded model computes on the path it was given, traced or not; the module functions
+    have no hidden switch (resnet.classify is always the reference, fast.classify always fast)."""
     p = resnet50.checkpoint.params
     x = pixels(1, 64, 64, np.float32, seed=3)
-    np.testing.assert_array_equal(resnet.classify(p, x), fast.classify(p, x))
+    assert resnet50.path == "fast"
+    reference = resnet50.with_path("reference")
+    assert reference.checkpoint is resnet50.checkpoint  # the same weights, nothing reloaded
     np.testing.assert_array_equal(resnet50.forward(x), fast.classify(p, x))
-    traced = resnet.classify(p, x, {})
-    np.testing.assert_array_equal(traced, resnet.classify(p, x, {}, fast=False))
-    assert rel(resnet.classify(p, x, fast=True), traced) <= TOL["float32"]
+    np.testing.assert_array_equal(resnet50.forward(x, {}), resnet50.forward(x))  # traced == untraced
+    np.testing.assert_array_equal(reference.forward(x), resnet.classify(p, x))
+    np.testing.assert_array_equal(reference.forward(x, {}), reference.forward(x))
+    assert rel(resnet50.forward(x), reference.forward(x)) <= TOL["float32"]
+    with pytest.raises(ValueError, match="path must be one of"):
+        resnet50.with_path("quick")
 
 
 def test_bn_is_folded_once_at_load_time(resnet50_dir):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from hf_trace import small_checkpoint
-from refimpl import resnet
+from refimpl.models import resnet
 from refimpl.api import image_array
 from refimpl.cli import main
-from refimpl.golden import check_files, export
+from refimpl.conformance.golden import check_files, export
 
 
 @pytest.fixture(scope="module")

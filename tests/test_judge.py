@@ -12,8 +12,11 @@ import jsonschema
 import numpy as np
 import pytest
 
-from refimpl import contract, judge
-from refimpl.judge import Tolerances
+from refimpl.serving import contract
+from refimpl.conformance import judge
+from refimpl.conformance.judge import Tolerances, detection
+from refimpl.pipeline import postprocess
+from refimpl.serving import schemas
 from fixtures_contract import DETR, RESNET
 
 # --- classification -----------------------------------------------------------------------------
@@ -206,8 +209,8 @@ def test_the_hosted_response_shape(det):
     uint16, scores on another scale. All four signatures are named, nothing else is wrong."""
     every, size, tol = det
     every = with_negative_corner(every, tol)
-    hosted = contract.hosted_shape([dict(d, score=d["score"] ** 3 * 4e-4) for d in every], wrap_uint16=True)
-    jsonschema.validate(hosted, contract.OUTPUT_SCHEMAS[DETR])
+    hosted = postprocess.hosted_shape([dict(d, score=d["score"] ** 3 * 4e-4) for d in every], wrap_uint16=True)
+    jsonschema.validate(hosted, schemas.DETECTION_OUTPUT)
     v = verdict(env(hosted), every, size, tol)
     assert v.status == "explained", v.problems
     assert set(v.signatures) == {"no_threshold", "integer_rounding", "uint16_wraparound", "monotonic_score_transform"}
@@ -218,9 +221,9 @@ def test_the_hosted_response_shape(det):
 
 def test_hosted_shape_is_schema_valid_and_explained(det):
     every, size, tol = det
-    hosted = contract.hosted_shape(every)
-    jsonschema.validate(hosted, contract.OUTPUT_SCHEMAS[DETR])
-    assert judge.validate(hosted, contract.OUTPUT_SCHEMAS[DETR]) == []
+    hosted = postprocess.hosted_shape(every)
+    jsonschema.validate(hosted, schemas.DETECTION_OUTPUT)
+    assert schemas.validate(hosted, schemas.DETECTION_OUTPUT) == []
     v = verdict(hosted, every, size, tol)
     assert v.status == "explained" and set(v.signatures) == {"no_threshold", "integer_rounding"}, v.problems
     assert v.accepted(["hosted"])
@@ -262,7 +265,7 @@ def test_scrambled_scores(det):
 
 def test_verdict_json(det):
     every, size, tol = det
-    v = verdict(contract.hosted_shape(every), every, size, tol)
+    v = verdict(postprocess.hosted_shape(every), every, size, tol)
     data = json.loads(v.to_json())
     assert data["status"] == "explained" and data["tolerances"]["threshold"] == tol.threshold
     assert {"status", "reference_index", "claimed_index", "iou", "corner_px", "ok"} <= set(data["rows"][0])
@@ -285,3 +288,85 @@ def test_tolerances_are_checked():
         Tolerances(iou_min=1.5)
     with pytest.raises(ValueError):
         Tolerances(score_atol=-1)
+
+
+# --- the steps of detection judging -------------------------------------------------------------
+
+
+def dets(*items):
+    """Detections from (label, score, box) triples."""
+    return detection.Detections(np.array([b for _, _, b in items], dtype=np.float64).reshape(-1, 4),
+                                np.array([s for _, s, _ in items], dtype=np.float64),
+                                [lab for lab, _, _ in items], list(range(len(items))))
+
+
+def test_pairing_prefers_agreeing_scores():
+    """Two near-duplicate reference queries: each claim pairs with the one whose score agrees, even
+    where the other overlaps more; different labels never pair."""
+    ref = dets(("cat", 0.9, [0, 0, 100, 100]), ("cat", 0.3, [1, 0, 101, 100]), ("dog", 0.8, [0, 0, 100, 100]))
+    claimed = dets(("cat", 0.3, [0, 0, 100, 100]), ("cat", 0.9, [1, 0, 101, 100]))
+    tol = Tolerances()
+    pairs = detection.pair_detections(claimed, ref, judge.box_iou(claimed.boxes, ref.boxes), tol)
+    assert pairs == [(1, 0), (0, 1)]  # in reference order
+    scaled = dets(("cat", 0.09, [0, 0, 100, 100]))  # no score agrees: the highest IoU wins
+    assert detection.pair_detections(scaled, ref, judge.box_iou(scaled.boxes, ref.boxes), tol) == [(0, 0)]
+
+
+def test_box_signatures_are_undone_in_order():
+    """Wrapped corners are unwrapped before the integer test; on an image 32768 px wide such
+    corners are real, not wrapped."""
+    ref = dets(("cat", 0.9, [-2.4, 10.2, 50.7, 60.1]))
+    claimed = dets(("cat", 0.9, [65534, 10, 51, 60]))
+    v = judge.Verdict(DETR, "object-detection", "disagree", False)
+    c, r, slack = detection.undo_box_signatures(v, claimed, ref, (640, 480))
+    assert v.signatures == ["uint16_wraparound", "integer_rounding"] and slack == 1.0
+    assert c.boxes.tolist() == [[-2, 10, 51, 60]] and r.boxes.tolist() == [[-2, 10, 51, 60]]
+    assert claimed.boxes[0, 0] == 65534  # the inputs are not changed
+    v = judge.Verdict(DETR, "object-detection", "disagree", False)
+    c, _, _ = detection.undo_box_signatures(v, claimed, ref, (40000, 480))
+    assert v.signatures == ["integer_rounding"] and c.boxes[0, 0] == 65534
+
+
+# --- the verdict as text ------------------------------------------------------------------------
+
+
+def test_format_verdict_classification():
+    reference = [{"label": "A", "score": 0.30}, {"label": "B", "score": 0.299}]
+    v = judge.judge(RESNET, [{"label": "B", "score": 0.299}, {"label": "A", "score": 0.9}], reference)
+    lines = judge.format_verdict(v)
+    assert lines[0].split() == ["rank", "reference", "score", "claimed", "score", "|diff|", "ok"]
+    assert lines[1].split() == ["1", "A", "0.30000", "B", "0.29900", "0.0e+00", "yes"]
+    assert lines[2].split() == ["2", "B", "0.29900", "A", "0.90000", "6.0e-01", "NO"]
+    assert lines[3].startswith("  problem: scores differ by up to 0.6")
+    assert lines[4] == "  note: rank 1: 'B' instead of 'A', a near tie (reference scores differ by 0.001)"
+    assert lines[5] == "  note: rank 2: 'A' instead of 'B', a near tie (reference scores differ by 0.001)"
+    assert lines[6:] == ["  note: 2 labels; the hosted API returns 5"]
+    assert all(line.startswith("  ") for line in lines)
+
+
+def test_format_verdict_detection_and_its_users():
+    from refimpl.conformance.audit import AuditResult, format_result
+    from refimpl.conformance.check_endpoint import Exchange, ImageCheck, format_check
+
+    every, size = synthetic_reference()
+    v = judge.judge(DETR, postprocess.hosted_shape(every), every, image_size=size)
+    lines = judge.format_verdict(v)
+    assert lines[0].split()[:3] == ["status", "ref#", "claim#"]
+    hidden = sum(r["status"] == "low" for r in v.rows)
+    assert hidden and f"  ... and {hidden} low-score row(s)" in "\n".join(lines)
+    assert f"  signature no_threshold: {v.details['no_threshold']}" in lines
+    every_row = judge.format_verdict(v, all_rows=True)
+    assert len(every_row) == len(lines) + hidden - 1 and "low-score row(s)" not in "\n".join(every_row)
+    # check-endpoint and audit show the same body under their own headline
+    check = format_check(ImageCheck("x.png", Exchange(200, ms=12.0), v, False)).splitlines()
+    assert check == ["x.png: HTTP 200, 12 ms: explained (not accepted)"] + lines
+    audited = format_result(AuditResult("x.png", DETR, "explained", True, verdict=v, claimed="x.json")).splitlines()
+    assert audited == [f"audit x.png against {DETR} (claimed: x.json)"] + lines + [
+        "verdict: EXPLAINED: the same answer, reshaped by the named signature(s) (accepted)"]
+
+
+def test_verdict_json_holds_numpy_numbers():
+    assert json.loads(json.dumps({"a": np.float32(0.5), "b": np.int64(3)}, default=judge.json_default)) == {
+        "a": 0.5, "b": 3}
+    with pytest.raises(TypeError):
+        json.dumps({"a": object()}, default=judge.json_default)

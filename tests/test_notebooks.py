@@ -35,6 +35,7 @@ def test_committed_without_outputs(name):
             assert cell.outputs == [] and cell.execution_count is None, f"{name}: clear the outputs before committing"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs(name, synthesized_weights):
     nb = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)

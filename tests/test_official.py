@@ -51,7 +51,7 @@ def resnet50_official():
 
 
 def test_resnet50_published_logits(resnet50_official):
-    from refimpl.decode import read_image
+    from refimpl.pipeline.decode import read_image
 
     _, image = read_image(coco_image())
     logits = resnet50_official.forward(resnet50_official.preprocess([image]))
@@ -63,7 +63,7 @@ def test_resnet50_official_matches_transformers(resnet50_official):
     from transformers import ResNetForImageClassification
 
     hf = ResNetForImageClassification.from_pretrained(resnet50_official.checkpoint.folder).eval()
-    from refimpl.decode import read_image
+    from refimpl.pipeline.decode import read_image
 
     images = [read_image(p)[1] for p in EXAMPLES]
     x = resnet50_official.preprocess(images)

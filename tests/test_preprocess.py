@@ -18,11 +18,11 @@ from transformers.image_transforms import get_size_with_aspect_ratio
 from transformers.image_utils import load_image
 
 import images
-from synth import RESNET50_PREPROCESSOR
-from synth_detr import DETR_PREPROCESSOR
+from refimpl.synth.resnet import RESNET50_PREPROCESSOR
+from refimpl.synth.detr import DETR_PREPROCESSOR
 from refimpl import errors
-from refimpl.decode import decode_image, read_image
-from refimpl.preprocess import (
+from refimpl.pipeline.decode import decode_image, read_image
+from refimpl.pipeline.preprocess import (
     classification_inputs,
     classification_size,
     detection_inputs,

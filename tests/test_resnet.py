@@ -11,7 +11,7 @@ import pytest
 
 import report
 from hf_trace import hf_trace
-from refimpl import resnet
+from refimpl.models import resnet
 from refimpl.api import load_resnet50
 
 EXAMPLES = sorted(Path(__file__).parent.parent.glob("examples/*.[jp][pn]g"))
@@ -21,7 +21,7 @@ TOL = {"float32": 1e-5, "float64": 1e-12}
 def photo_batch(paths):
     from PIL import Image
     from transformers import ConvNextImageProcessorPil
-    from synth import RESNET50_PREPROCESSOR
+    from refimpl.synth.resnet import RESNET50_PREPROCESSOR
 
     processor = ConvNextImageProcessorPil(**{k: v for k, v in RESNET50_PREPROCESSOR.items() if k != "image_processor_type"})
     images = [Image.open(p).convert("RGB") for p in paths]
@@ -92,7 +92,7 @@ def test_bottleneck_by_hand(resnet50):
     """One block computed step by step from the textbook formula matches the traced block."""
     p = resnet50.checkpoint.params
     x = np.random.default_rng(3).normal(size=(1, 256, 8, 8)).astype(np.float32)
-    block = resnet.CLASSIFIER_NAMES.block(0, 1)
+    block = next(b for b in resnet.blocks(resnet.CLASSIFIER_NAMES) if (b.stage, b.index) == (0, 1))
 
     def bn(y, name):
         g, b, m, v = (p[f"{name}.{k}"] for k in ("weight", "bias", "running_mean", "running_var"))
@@ -110,7 +110,7 @@ def test_bottleneck_by_hand(resnet50):
     h = np.maximum(bn(conv3x3(h, block.convs[1]), block.norms[1]), 0)
     h = bn(conv1x1(h, block.convs[2]), block.norms[2])
     expect = np.maximum(h + x[0], 0)
-    got = resnet.bottleneck(p, block, x, stride=1)[0]
+    got = resnet.bottleneck(p, block, x)[0]
     np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-4 * np.abs(expect).max())
 
 

@@ -14,8 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from refimpl import contract
-from refimpl.server import ContractServer, parse_route
+from refimpl.serving import contract
+from refimpl.serving.server import ContractServer, parse_route
+from refimpl.pipeline import postprocess
 from fixtures_contract import DETR, RESNET, encoded_image
 
 ROUTE = "/client/v4/accounts/acc123/ai/run/"
@@ -243,6 +244,7 @@ def test_no_token_is_open(contract_server, small_png, expected):
 
 # --- concurrency --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_concurrent_clients(contract_server, small_png, small_jpeg, expected):
     """8 clients x 25 requests, one in eight good (each runs ResNet-50), the others bad in nine
     ways: zero failures, every good answer equals run(), one log line per request."""
@@ -319,11 +321,12 @@ def test_stop_waits_for_requests_in_flight(contract_weights, small_png, expected
         call(server, ROUTE + RESNET, small_png, timeout=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serve_subprocess_signals(resnet50_dir, sig, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "refimpl", "serve", "--port", "0", "--resnet50-weights", str(resnet50_dir),
+        [sys.executable, "-m", "refimpl", "serve", "--port", "0", "--weights", f"resnet-50={resnet50_dir}",
          "--token", "tok"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True)
     try:
         line = proc.stderr.readline()
@@ -351,7 +354,7 @@ def test_serve_subprocess_signals(resnet50_dir, sig, tmp_path):
 def test_detr_shapes(contract_server, detr_weights, detr_all_queries, detr_image):
     contract_server.weights["detr-resnet-50"] = detr_weights
     status, _, body = call(contract_server, ROUTE + DETR + "?shape=hosted&wrap_uint16=1", detr_image, timeout=300)
-    assert_ok(status, body, contract.hosted_shape(detr_all_queries, wrap_uint16=True))
+    assert_ok(status, body, postprocess.hosted_shape(detr_all_queries, wrap_uint16=True))
     status, _, body = call(contract_server, ROUTE + DETR + "?shape=pretty", detr_image)
     assert_error(status, body, 400, 5004, "shape")
 

@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 
-from refimpl import summary
+from refimpl.viz import summary
 from refimpl.cli import main
 
 BUFFER_SUFFIXES = ("running_mean", "running_var")
@@ -67,7 +67,7 @@ def test_resnet50_shapes_equal_traced_forward(resnet50):
 
 
 def test_detr_totals_match_transformers_and_published():
-    from synth_detr import _offline, detr_config
+    from refimpl.synth.detr import _offline, detr_config
     from transformers import DetrForObjectDetection
 
     s = summary.detr_resnet50(800, 1066)

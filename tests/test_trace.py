@@ -13,9 +13,9 @@ from hf_trace import hf_trace, small_checkpoint
 from images import encode, pixels
 from refimpl.api import load_resnet50
 from refimpl.cli import main
-from refimpl.compare import compare, save_npy_folder
-from refimpl.trace import load_trace, save_trace, trace
-from refimpl.weights import sha256_file
+from refimpl.conformance.compare import compare, save_npy_folder
+from refimpl.conformance.trace import load_trace, save_trace, trace
+from refimpl.pipeline.weights import sha256_file
 
 PARAM_SUFFIXES = (".weight", ".bias", ".running_mean", ".running_var", ".num_batches_tracked")
 
@@ -182,9 +182,9 @@ def test_npy_folder_writer_is_the_naming_convention(traced, tmp_path):
 
 
 def test_trace_refuses_unknown_models_and_bad_inputs(model):
-    from refimpl.errors import NotAnImageError
+    from refimpl.errors import NotAnImageError, UnknownModelError
 
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(UnknownModelError, match="unknown model"):
         trace(b"x", model="vgg-16")
     with pytest.raises(NotAnImageError):
         trace(b"not an image", model=model)

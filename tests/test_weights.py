@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from refimpl import resnet, weights
+from refimpl.models import resnet
+from refimpl.pipeline import weights
 from refimpl.errors import BadWeightsFileError, CheckpointMismatchError, WeightsNotFoundError
 
 

@@ -23,14 +23,14 @@ NOTE = "SYNTHESIZED weights (random, calibrated): the mechanics, not a trained m
 
 def main():
     sys.path.insert(0, str(ROOT / "tests"))
-    from synth import build_resnet50
-    from synth_detr import build_detr
+    from refimpl.synth.resnet import build_resnet50
+    from refimpl.synth.detr import build_detr
 
     from PIL import Image
 
-    from refimpl import attention_maps, cam
+    from refimpl.viz import attention_maps, cam
     from refimpl.api import load_detr, load_resnet50
-    from refimpl.draw import draw_detections
+    from refimpl.viz.draw import draw_detections
 
     with tempfile.TemporaryDirectory() as tmp:
         resnet = load_resnet50(build_resnet50(Path(tmp) / "resnet-50"))

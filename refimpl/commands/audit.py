@@ -3,7 +3,7 @@ received for IMAGE (the bare output list, or the REST envelope)?
 
 Compares labels and their order and scores (classification), or IoU-matched boxes with per-
 detection IoU, corner and score differences, missing and extra detections (detection), with the
-engine of `refimpl check-endpoint` (refimpl.judge), and names the hosted API's known signatures
+engine of `refimpl check-endpoint` (refimpl.conformance.judge), and names the hosted API's known signatures
 (no_threshold, integer_rounding, uint16_wraparound, normalized_boxes, monotonic_score_transform,
 label_style).
 
@@ -13,8 +13,7 @@ breaks the output schema); 2 usage errors (unreadable files, unknown model, no w
 
 import argparse
 
-from .common import add_judging_options, add_weights_options, judging_options, print_json
-from .trace import add_model_option
+from .common import add_judging_options, add_model_argument, add_path_option, add_weights_options, judging_options, print_json
 
 def register(sub):
     p = sub.add_parser("audit", help="judge a claimed response for one image against the reference",
@@ -22,8 +21,9 @@ def register(sub):
     p.add_argument("image", help="the image the response was for")
     p.add_argument("--claimed", required=True, metavar="RESPONSE.json",
                    help="the response received: the output list or the REST envelope")
-    add_model_option(p)
-    add_weights_options(p, "REFIMPL_RESNET50_WEIGHTS or REFIMPL_DETR_WEIGHTS")
+    add_model_argument(p, default="resnet-50")
+    add_weights_options(p)
+    add_path_option(p, "fast")
     add_judging_options(p)
     p.add_argument("--all-rows", action="store_true", help="also show low-score detection rows")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -33,10 +33,11 @@ def register(sub):
 def run(args):
     from pathlib import Path
 
-    from ..audit import audit, format_result
+    from refimpl.conformance.audit import audit, format_result
 
     tol, accept = judging_options(args)
-    result = audit(args.image, Path(args.claimed), args.model, tol, accept, args.weights, args.revision, args.dtype)
+    result = audit(args.image, Path(args.claimed), args.model.name, tol, accept, args.weights, args.revision, args.dtype,
+                   args.path)
     if args.json:
         print_json(result.to_dict())
     else:

@@ -9,34 +9,34 @@ interrupted (rerun to resume)."""
 
 import argparse
 
-from .common import add_judging_options, add_weights_options, judging_options, print_json
-from .trace import add_model_option
+from .common import add_judging_options, add_model_argument, add_path_option, add_weights_options, judging_options, print_json
 
 
 def register(sub):
     p = sub.add_parser("audit-dir", help="audit a folder of images and claimed responses (JSONL, resumable)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", metavar="DIR", help="folder of images, with NAME.json beside NAME.jpg")
-    add_model_option(p)
-    add_weights_options(p, "REFIMPL_RESNET50_WEIGHTS or REFIMPL_DETR_WEIGHTS")
+    add_model_argument(p, default="resnet-50")
+    add_weights_options(p)
+    add_path_option(p, "fast")
     add_judging_options(p)
     p.add_argument("--out", metavar="RESULTS.jsonl", help="results file (default DIR/audit.jsonl)")
     p.add_argument("--restart", action="store_true", help="discard earlier results and audit everything again")
     p.add_argument("--limit", type=int, metavar="N", help="audit at most N more images in this run")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal anyway)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
 
 def run(args):
-    from ..audit import audit_dir, format_summary
+    from refimpl.conformance.audit_dir import audit_dir, format_summary
 
     tol, accept = judging_options(args)
     if args.limit is not None and args.limit < 0:
         raise ValueError("--limit must be >= 0")
-    summary = audit_dir(args.folder, args.model, args.out, tol, accept, restart=args.restart, limit=args.limit,
+    summary = audit_dir(args.folder, args.model.name, args.out, tol, accept, restart=args.restart, limit=args.limit,
                         progress=not args.no_progress, weights=args.weights, revision=args.revision,
-                        dtype=args.dtype)
+                        dtype=args.dtype, path=args.path)
     if args.json:
         print_json(summary)
     else:

@@ -1,9 +1,9 @@
 """refimpl bench: time refimpl against PyTorch eager, ONNX Runtime and onnx.reference on the same
-weights, in one process and at one thread count (see refimpl/bench.py for how it measures)."""
+weights, in one process and at one thread count (see refimpl/perf/bench.py for how it measures)."""
 
 import sys
 
-from .common import print_json
+from .common import model_weights, print_json
 
 DOC_JSON = """JSON (--json): {"environment": {threads, openblas_env, blas: {libraries: [threadpoolctl info]},
 versions}, "settings": {...}, "weights": {model: {source, synthesized}}, "cases": [{model, status,
@@ -13,19 +13,19 @@ fraction_of_sgemm_peak, memory: {peak_rss_mb, rss_after_imports_mb}}]}], "profil
 
 
 def register(sub):
-    from ..bench import MODELS, PEER_DOC, PEERS
+    from refimpl.perf.bench import MODELS, PEER_DOC, PEERS
 
     p = sub.add_parser("bench", help="benchmark refimpl against PyTorch, ONNX Runtime and onnx.reference",
                        description=__doc__, epilog="peers: " + "; ".join(f"{k}: {v}" for k, v in PEER_DOC.items()) + ". " + DOC_JSON)
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.add_argument("--repeat", type=int, default=10, help="timed runs per peer after warm-up (default 10; onnx-reference at most 3)")
-    p.add_argument("--models", default="resnet-50,detr-resnet-50", help=f"comma-separated, of {', '.join(MODELS)}")
+    p.add_argument("--models", default="resnet-50,detr-resnet-50", help=f"comma-separated model names (any alias), of {', '.join(MODELS)}")
     p.add_argument("--batch", default="1,8", help="ResNet-50 batch sizes (default 1,8; DETR runs batch 1)")
     p.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, of {', '.join(PEERS)}")
     p.add_argument("--threads", type=int, default=None, help="threads for every peer (default: the CPU count)")
     p.add_argument("--weights", action="append", default=[], metavar="MODEL=DIR",
                    help="checkpoint folder for a model, e.g. resnet-50=weights/resnet-50 (repeatable; "
-                        "default: a synthesized checkpoint, built with the tests' builders)")
+                        "default: a synthesized checkpoint, built by refimpl.synth)")
     p.add_argument("--size", type=int, default=224, help="ResNet-50 input size (default 224)")
     p.add_argument("--detr-size", default="800x1066", help="DETR input HxW (default 800x1066)")
     p.add_argument("--gap", type=float, default=None, help="idle seconds before each timed run, so that other "
@@ -44,19 +44,17 @@ def _list(text, allowed, what):
 
 
 def run(args):
-    from .. import bench
+    from refimpl import registry
+    from refimpl.perf import bench
 
-    models = _list(args.models, bench.MODELS, "models")
+    models = [registry.get(m).name for m in args.models.split(",") if m.strip()]
+    if not models:
+        raise ValueError("--models: give at least one model")
     peers = _list(args.peers, bench.PEERS, "peers")
     batches = [int(b) for b in args.batch.split(",") if b.strip()]
     if not batches or min(batches) < 1 or args.repeat < 1:
         raise ValueError("--batch and --repeat must be positive")
-    weights = {}
-    for item in args.weights:
-        model, sep, folder = item.partition("=")
-        if not sep or model not in bench.MODELS:
-            raise ValueError(f"--weights {item!r}: expected MODEL=DIR with MODEL one of {', '.join(bench.MODELS)}")
-        weights[model] = folder
+    weights = model_weights(args.weights)
     report = bench.run(models, batches, peers, args.repeat, args.threads, weights, args.size,
                        bench.parse_size(args.detr_size), rss=not args.no_rss, profile=args.profile,
                        gap=bench.GAP_S if args.gap is None else args.gap)

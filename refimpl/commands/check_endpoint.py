@@ -13,7 +13,7 @@ DETR's observed shape (no_threshold, integer_rounding, uint16_wraparound).
 
 import argparse
 
-from .common import add_judging_options, judging_options, print_json
+from .common import add_judging_options, add_path_option, add_weights_options, judging_options, model_type, print_json
 
 
 def register(sub):
@@ -23,8 +23,8 @@ def register(sub):
                    help="the route .../client/v4/accounts/ID/ai/run/MODEL, a prefix ending in /ai/run, "
                    "or a server origin such as http://127.0.0.1:8787")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files to send")
-    p.add_argument("--model", help="@cf/microsoft/resnet-50 or @cf/facebook/detr-resnet-50 "
-                   "(or the HF repo id; optional when URL names it)")
+    p.add_argument("--model", type=model_type, help="@cf/microsoft/resnet-50 or @cf/facebook/detr-resnet-50 "
+                   "(or any alias refimpl knows; optional when URL names it)")
     p.add_argument("--token", help="sent as 'Authorization: Bearer TOKEN' (default: $REFIMPL_ENDPOINT_TOKEN)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--all-rows", action="store_true", help="also show low-score detection rows")
@@ -33,21 +33,19 @@ def register(sub):
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
     add_judging_options(p)
     w = p.add_argument_group("local reference")
-    w.add_argument("--weights", metavar="DIR_OR_REPO",
-                   help="checkpoint for the local reference (default: $REFIMPL_RESNET50_WEIGHTS / "
-                   "$REFIMPL_DETR_WEIGHTS, else the official repo)")
-    w.add_argument("--revision", default="main", help="hub revision to pin (default: main)")
-    w.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="compute precision")
+    add_weights_options(w)
+    add_path_option(w, "fast")
     p.set_defaults(func=run)
 
 
 def run(args):
-    from ..endpoint_check import check_endpoint, format_report
+    from refimpl.conformance.check_endpoint import check_endpoint, format_report
 
     tolerances, accept = judging_options(args)
-    report = check_endpoint(args.url, args.model, args.images, token=args.token, tolerances=tolerances,
+    model = args.model.hosted_name if args.model is not None else None
+    report = check_endpoint(args.url, model, args.images, token=args.token, tolerances=tolerances,
                             accept=accept, body=args.body, timeout=args.timeout, weights=args.weights,
-                            revision=args.revision, dtype=args.dtype)
+                            revision=args.revision, dtype=args.dtype, path=args.path)
     if args.json:
         print_json(report.to_dict())
     else:

@@ -1,12 +1,13 @@
 """refimpl classify IMAGE: top-k ImageNet classes as the hosted @cf/microsoft/resnet-50 returns them."""
 
-from .common import add_weights_options, print_json
+from .common import add_path_option, add_weights_options, print_json
 
 
 def register(sub):
     p = sub.add_parser("classify", help="classify an image with ResNet-50 (prints JSON)", description=__doc__)
     p.add_argument("image", help="image file (JPEG, PNG, WebP, GIF, BMP, TIFF)")
-    add_weights_options(p, "REFIMPL_RESNET50_WEIGHTS")
+    add_weights_options(p)
+    add_path_option(p, "fast")
     p.add_argument("--top-k", type=int, default=5, help="number of classes (default 5)")
     p.add_argument("--labels", choices=["seed", "raw"], default="seed",
                    help="seed: 'PERSIAN CAT' (hosted API style, default); raw: config.json id2label text")
@@ -16,18 +17,16 @@ def register(sub):
 
 
 def run(args):
-    from ..api import load_resnet50
+    from refimpl import registry
+    from refimpl.pipeline.loaded import image_array
 
-    model = load_resnet50(args.weights, args.revision, args.dtype)
+    image = image_array(args.image)  # a bad image is refused before 100 MB of weights are read
+    model = registry.load("resnet-50", args.weights, args.revision, args.dtype, args.path)
+    print_json(model(image, top_k=args.top_k, labels=args.labels))
     if args.cam:
-        from .. import cam
-        from ..api import image_array
+        from refimpl.viz import cam
 
-        image = image_array(args.image)
-        print_json(model(image, top_k=args.top_k, labels=args.labels))
-        # A second, traced pass (the reference path) gives the last feature map; the JSON above
+        # A second, traced pass on the same path gives the last feature map; the JSON above
         # stays exactly what `classify` prints without --cam.
         cam.save(cam.compute(model, image, labels=args.labels), args.cam)
-        return 0
-    print_json(model(args.image, top_k=args.top_k, labels=args.labels))
     return 0

@@ -24,7 +24,7 @@ def register(sub):
 
 
 def run(args):
-    from ..compare import DEFAULT_ATOL, DEFAULT_RTOL, compare, parse_map
+    from refimpl.conformance.compare import DEFAULT_ATOL, DEFAULT_RTOL, compare, parse_map
 
     rtol = DEFAULT_RTOL if args.rtol is None else args.rtol
     atol = DEFAULT_ATOL if args.atol is None else args.atol

@@ -5,28 +5,18 @@ order (transformers' post_process_object_detection order), scores strictly above
 score, integer corners (--wrap-uint16: negative corners wrapped to unsigned 16-bit)."""
 
 import argparse
-import math
 
-from .common import add_weights_options, print_json
-
-
-def _threshold(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text!r}")
-    return value
+from .common import add_path_option, add_weights_options, print_json, threshold_type
 
 
 def register(sub):
     p = sub.add_parser("detect", help="detect objects with DETR-ResNet-50 (prints JSON)", description=__doc__)
     p.add_argument("image", help="image file (JPEG, PNG, WebP, GIF, BMP, TIFF)")
-    add_weights_options(p, "REFIMPL_DETR_WEIGHTS")
-    p.add_argument("--threshold", type=_threshold, default=None, metavar="T",
+    add_weights_options(p)
+    add_path_option(p, "fast")
+    p.add_argument("--threshold", type=threshold_type, default=argparse.SUPPRESS, metavar="T|none",
                    help="keep detections scoring strictly above this (default: 0.5, as transformers, "
-                   "for --shape reference; none for --shape hosted)")
+                   "for --shape reference; none, every query, for --shape hosted)")
     p.add_argument("--shape", choices=["reference", "hosted"], default="reference",
                    help="reference (default): transformers' post-processing; hosted: all queries, "
                    "sorted by score, integer boxes")
@@ -40,22 +30,22 @@ def register(sub):
 
 
 def run(args):
-    from ..api import image_array, load_detr
-    from ..contract import detect
+    from refimpl import registry
+    from refimpl.pipeline.loaded import image_array
 
     image = image_array(args.image)  # a bad image fails before 160 MB of weights are read
-    model = load_detr(args.weights, args.revision, args.dtype)
-    threshold = "auto" if args.threshold is None else args.threshold
-    detections = detect(model, image, shape=args.shape, threshold=threshold, wrap_uint16=args.wrap_uint16)
+    model = registry.load("detr-resnet-50", args.weights, args.revision, args.dtype, args.path)
+    detections, options = model.predict(image, shape=args.shape, threshold=getattr(args, "threshold", "auto"), wrap_uint16=args.wrap_uint16)
     print_json(detections)
     if args.attention:
-        from .. import attention_maps
+        from refimpl.viz import attention_maps
 
-        # A second, traced pass (the reference path) gives the attention weights; the JSON above
+        # A second, traced pass on the same path gives the attention weights; the JSON above
         # stays exactly what `detect` prints without --attention.
-        attention_maps.save(attention_maps.compute(model, image, threshold=0.5 if args.threshold is None else args.threshold), args.attention)
+        threshold = 0.5 if options["threshold"] is None else options["threshold"]
+        attention_maps.save(attention_maps.compute(model, image, threshold=threshold), args.attention)
     if args.draw:
-        from ..draw import save_detections
+        from refimpl.viz.draw import save_detections
 
         save_detections(args.draw, image, detections)
     return 0

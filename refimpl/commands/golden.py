@@ -5,16 +5,16 @@ implementation checks itself). Deterministic: the same inputs give byte-identica
 import sys
 from pathlib import Path
 
-from .common import add_weights_options
-from .trace import add_model_option
+from .common import add_model_argument, add_path_option, add_weights_options
 
 
 def register(sub):
     p = sub.add_parser("golden", help="export a golden test set (every intermediate, with manifest and README)",
                        description=__doc__)
     p.add_argument("images", nargs="*", help="image files (default: two small synthetic images)")
-    add_model_option(p)
-    add_weights_options(p, "REFIMPL_RESNET50_WEIGHTS or REFIMPL_DETR_WEIGHTS")
+    add_model_argument(p, default="resnet-50")
+    add_weights_options(p)
+    add_path_option(p, "reference")  # golden vectors come from the code held against transformers
     p.add_argument("--out", required=True, help="output folder (must be empty or absent)")
     p.add_argument("--format", choices=["npy", "safetensors"], default="npy",
                    help="npy: one <module.path>.npy per tensor (default); safetensors: one trace file per case")
@@ -23,15 +23,24 @@ def register(sub):
 
 
 def run(args):
-    from ..golden import export
+    from tqdm import tqdm
+
+    from refimpl.conformance.golden import export
+
+    # A progress bar on a terminal only (tqdm); quiet in logs and pipes.
+    bar = tqdm(total=len(args.images) or 2, unit="case", file=sys.stderr, disable=not sys.stderr.isatty())
 
     def progress(i, n, case):
-        print(f"[{i + 1}/{n}] {case}", file=sys.stderr, flush=True)
+        bar.set_postfix_str(case, refresh=False)
+        bar.update(1)
 
-    manifest = export(args.out, args.model, args.images or None, args.weights, args.revision, args.dtype,
-                      format=args.format, overwrite=args.overwrite, progress=progress)
+    try:
+        manifest = export(args.out, args.model.name, args.images or None, args.weights, args.revision, args.dtype,
+                          format=args.format, overwrite=args.overwrite, progress=progress, path=args.path)
+    finally:
+        bar.close()
     n_tensors = sum(len(c["tensors"]) for c in manifest["cases"])
-    print(f"wrote a golden set for {manifest['model']} ({manifest['dtype']}) to {args.out}: "
+    print(f"wrote a golden set for {manifest['model']} ({manifest['dtype']}, {manifest['path']} path) to {args.out}: "
           f"{len(manifest['cases'])} case(s), {n_tensors} tensors")
     for c in manifest["cases"]:
         print(f"  {c['name']}: {c['input'].get('name', '')} -> {len(c['tensors'])} tensors, "

@@ -11,22 +11,13 @@ Hugging Face ids. Output shapes for DETR:
 
 import argparse
 
-from .common import print_json
-
-
-def _threshold(text):
-    if text.lower() in ("none", "all"):
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1] or 'none', got {text!r}") from None
+from .common import add_model_argument, add_path_option, add_weights_options, print_json, threshold_type
 
 
 def register(sub):
     p = sub.add_parser("run", help="the hosted API's call: run(model, inputs), printed as JSON", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", metavar="MODEL", help="@cf/microsoft/resnet-50 or @cf/facebook/detr-resnet-50 (or HF id)")
+    add_model_argument(p, positional=True)
     p.add_argument("image", metavar="IMAGE", help="image file; its bytes are the inputs")
     p.add_argument("--input-form", choices=["raw", "json"], default="raw",
                    help='raw: the bytes (default); json: {"image": [...the bytes...]}, the other input form')
@@ -36,21 +27,19 @@ def register(sub):
     c.add_argument("--labels", choices=["seed", "raw"], help="label style (default seed: 'PERSIAN CAT')")
     d = p.add_argument_group("DETR options")
     d.add_argument("--shape", choices=["reference", "hosted"], help="output shape (default reference)")
-    d.add_argument("--threshold", type=_threshold, default=argparse.SUPPRESS, metavar="T|none",
+    d.add_argument("--threshold", type=threshold_type, default=argparse.SUPPRESS, metavar="T|none",
                    help="score threshold; none: every query (default 0.5 for reference, none for hosted)")
     d.add_argument("--wrap-uint16", action="store_true",
                    help="with --shape hosted: negative coordinates as unsigned 16-bit (65534 for -2)")
-    w = p.add_argument_group("weights")
-    w.add_argument("--weights", metavar="DIR_OR_REPO",
-                   help="checkpoint (default: $REFIMPL_RESNET50_WEIGHTS / $REFIMPL_DETR_WEIGHTS, else the official repo)")
-    w.add_argument("--revision", default="main", help="hub revision to pin (default: main)")
-    w.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="compute precision")
+    w = p.add_argument_group("weights and path")
+    add_weights_options(w)
+    add_path_option(w, "fast")
     p.set_defaults(func=run)
 
 
 def run(args):
-    from ..contract import run as contract_run
-    from ..server import envelope
+    from refimpl.serving.contract import run as contract_run
+    from refimpl.serving.schemas import envelope
 
     options = {k: v for k, v in (("top_k", args.top_k), ("labels", args.labels), ("shape", args.shape)) if v is not None}
     if hasattr(args, "threshold"):
@@ -60,7 +49,7 @@ def run(args):
     with open(args.image, "rb") as f:
         data = f.read()
     inputs = {"image": list(data)} if args.input_form == "json" else data
-    result = contract_run(args.model, inputs, weights=args.weights, revision=args.revision, dtype=args.dtype,
-                          **options)
+    result = contract_run(args.model.hosted_name, inputs, weights=args.weights, revision=args.revision, dtype=args.dtype,
+                          path=args.path, **options)
     print_json(envelope(result) if args.envelope else result)
     return 0

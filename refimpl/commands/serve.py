@@ -11,7 +11,9 @@ options go in the query string: ?top_k=3, ?labels=raw (ResNet-50); ?shape=hosted
 
 import os
 
-from ..server import DEFAULT_MAX_BODY
+from refimpl.serving.server import DEFAULT_MAX_BODY
+
+from .common import add_path_option, model_weights
 
 TOKEN_ENV = "REFIMPL_SERVE_TOKEN"
 
@@ -26,28 +28,29 @@ def register(sub):
                    help=f"require 'Authorization: Bearer TOKEN' (default: ${TOKEN_ENV}, else open)")
     p.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, metavar="BYTES",
                    help=f"largest request body accepted; larger gets 413 (default {DEFAULT_MAX_BODY}, 10 MiB)")
-    p.add_argument("--resnet50-weights", metavar="DIR_OR_REPO",
-                   help="ResNet-50 checkpoint (default: $REFIMPL_RESNET50_WEIGHTS, else microsoft/resnet-50)")
-    p.add_argument("--detr-weights", metavar="DIR_OR_REPO",
-                   help="DETR checkpoint (default: $REFIMPL_DETR_WEIGHTS, else facebook/detr-resnet-50)")
-    p.add_argument("--revision", default="main", help="hub revision to pin for repo ids (default: main)")
+    p.add_argument("--weights", action="append", default=[], metavar="MODEL=DIR_OR_REPO",
+                   help="the checkpoint of MODEL (any alias; repeatable), e.g. resnet-50=weights/resnet-50 "
+                   "(default: $REFIMPL_RESNET50_WEIGHTS / $REFIMPL_DETR_WEIGHTS, else the official repo)")
+    p.add_argument("--revision", default=None, help="hub revision to pin for repo ids (default: main)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="compute precision")
     p.add_argument("--concurrency", type=int, default=1, metavar="N",
                    help="requests running a model at once; others wait (default 1: BLAS already uses "
                    "every core, and concurrent forward passes contend)")
+    add_path_option(p, "fast")
     p.add_argument("--preload", action="append", default=[], metavar="MODEL",
                    help="load MODEL at start instead of on first use (repeatable; 'all' for both)")
     p.set_defaults(func=run)
 
 
 def run(args):
-    from .. import contract
-    from ..server import serve
+    from refimpl import registry
+    from refimpl.serving.server import serve
 
     preload = []
     for name in args.preload:
-        preload += list(contract.HOSTED_NAME.values()) if name == "all" else [contract.hosted_name(name)]
+        preload += [s.hosted_name for s in registry.MODELS] if name == "all" else [registry.get(name).hosted_name]
+    weights = model_weights(args.weights)
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
     return serve(args.host, args.port, preload=preload, token=token, max_body=args.max_body,
-                 weights={"resnet-50": args.resnet50_weights, "detr-resnet-50": args.detr_weights},
-                 revision=args.revision, dtype=args.dtype, concurrency=args.concurrency)
+                 weights=weights,
+                 revision=args.revision, dtype=args.dtype, concurrency=args.concurrency, path=args.path)

@@ -2,14 +2,7 @@
 
 import json
 
-from .common import add_weights_options, print_json
-
-MODEL_CHOICES = ["resnet-50", "detr-resnet-50"]
-
-
-def add_model_option(p):
-    p.add_argument("--model", default="resnet-50", metavar="M",
-                   help="resnet-50 (default) or detr-resnet-50 (the hosted @cf/... names are accepted too)")
+from .common import add_model_argument, add_path_option, add_weights_options, print_json
 
 
 def register(sub):
@@ -19,18 +12,21 @@ def register(sub):
                        "numpy/BLAS, data-flow order, final output); any other OUT: a folder of <module.path>.npy "
                        "files plus trace.json.")
     p.add_argument("image", help="image file")
-    add_model_option(p)
-    add_weights_options(p, "REFIMPL_RESNET50_WEIGHTS or REFIMPL_DETR_WEIGHTS")
+    add_model_argument(p, default="resnet-50")
+    add_weights_options(p)
+    # The reference by default: a trace is what other implementations are compared with, layer by
+    # layer, and the reference code is the one the tests hold against transformers.
+    add_path_option(p, "reference")
     p.add_argument("--out", required=True, help="trace.safetensors, or a folder for .npy files")
     p.add_argument("--json", action="store_true", help="print the metadata as JSON instead of a summary")
     p.set_defaults(func=run)
 
 
 def run(args):
-    from ..compare import save_npy_folder
-    from ..trace import save_trace, trace
+    from refimpl.conformance.compare import save_npy_folder
+    from refimpl.conformance.trace import save_trace, trace
 
-    tensors, metadata = trace(args.image, args.model, args.weights, args.revision, args.dtype)
+    tensors, metadata = trace(args.image, args.model.name, args.weights, args.revision, args.dtype, args.path)
     if str(args.out).endswith(".safetensors"):
         save_trace(args.out, tensors, metadata)
     else:
@@ -41,7 +37,7 @@ def run(args):
     size = sum(t.nbytes for t in tensors.values())
     names = list(tensors)
     print(f"wrote {len(tensors)} tensors ({size / 1e6:.1f} MB) to {args.out}")
-    print(f"model {metadata['model']} ({metadata['hosted_model']}), dtype {metadata['dtype']}, "
+    print(f"model {metadata['model']} ({metadata['hosted_model']}), {metadata['path']} path, dtype {metadata['dtype']}, "
           f"weights sha256 {metadata['weights']['sha256'][:16]}..., input sha256 {metadata['input']['sha256'][:16]}...")
     print(f"data-flow order: {names[0]}, {names[1]}, {names[2]}, ..., {names[-1]}")
     print("output: " + json.dumps(metadata["output"]))

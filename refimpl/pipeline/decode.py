@@ -19,7 +19,7 @@ from io import BytesIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import (
+from refimpl.errors import (
     DecompressionBombError,
     EmptyImageError,
     InvalidInputError,

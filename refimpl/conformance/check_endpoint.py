@@ -1,12 +1,12 @@
 """Check any endpoint that implements the hosted API's contract against the local reference.
 
-    >>> from refimpl.endpoint_check import check_endpoint, format_report
+    >>> from refimpl.conformance.check_endpoint import check_endpoint, format_report
     >>> report = check_endpoint("http://127.0.0.1:8787", "@cf/microsoft/resnet-50", ["examples/cat.png"])
     >>> print(format_report(report)); report.ok
 
 For each image: POST its bytes to the endpoint (the raw body, like the seeds' `curl
 --data-binary @image`; or `{"image": [...]}` with body="json"), compute refimpl's reference for
-the same bytes, and judge the answer with `refimpl.judge` (envelope, schema, labels, scores,
+the same bytes, and judge the answer with `refimpl.conformance.judge` (envelope, schema, labels, scores,
 boxes, and the named hosted-API signatures). An image that refimpl itself refuses (not an image,
 truncated, ...) agrees when the endpoint refuses it too, with the same HTTP status.
 
@@ -26,9 +26,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from . import __version__, contract
-from . import judge as judging
-from .errors import RefimplError
+from refimpl import __version__, registry
+from refimpl.serving import contract
+from refimpl.serving.schemas import unwrap
+from refimpl.conformance import judge as judging
+from refimpl.errors import RefimplError
 
 TOKEN_ENV = "REFIMPL_ENDPOINT_TOKEN"
 BODY_FORMS = ("raw", "json")
@@ -44,12 +46,12 @@ def endpoint_url(url, model=None):
         named = unquote(path.split("/ai/run/", 1)[1])
         if model is None:
             model = named
-        elif named in contract.MODELS and contract.model_key(named) != contract.model_key(model):
+        elif named.lower() in [n.lower() for n in registry.names()] and registry.get(named) is not registry.get(model):
             raise ValueError(f"the URL runs {named!r} but --model is {model!r}")
         return url, model
     if model is None:
         raise ValueError("--model is required unless the URL is the full .../ai/run/{model} route")
-    contract.model_key(model)
+    registry.get(model)  # an unknown model is refused before anything is sent
     path = path.rstrip("/")
     if path.endswith("/ai/run"):
         path = f"{path}/{model}"
@@ -134,7 +136,7 @@ class Report:
                 "checks": [c.to_dict() for c in self.checks]}
 
     def to_json(self, indent=2):
-        return json.dumps(self.to_dict(), indent=indent, default=judging._json_default)
+        return json.dumps(self.to_dict(), indent=indent, default=judging.json_default)
 
 
 def check_image(url, model, image, token=None, tolerances=None, accept=(), body="raw", timeout=120.0,
@@ -150,7 +152,7 @@ def check_image(url, model, image, token=None, tolerances=None, accept=(), body=
         verdict = _failed(model, [f"HTTP {exchange.status}: the answer is not JSON: {exchange.text[:200]!r}"],
                           tolerances)
         return ImageCheck(str(image), exchange, verdict, False)
-    result, _, _ = judging.unwrap(exchange.body)
+    result, _, _ = unwrap(exchange.body)
     try:
         if isinstance(result, list):
             top_k = len(result) or 5
@@ -168,7 +170,7 @@ def check_image(url, model, image, token=None, tolerances=None, accept=(), body=
 
 
 def _failed(model, problems, tolerances):
-    return judging.Verdict(model=contract.hosted_name(model), task=contract.task(model), status="disagree",
+    return judging.Verdict(model=registry.get(model).hosted_name, task=registry.get(model).task, status="disagree",
                            agree=False, problems=problems, tolerances=tolerances or judging.Tolerances())
 
 
@@ -178,7 +180,7 @@ def _both_refuse(model, error, exchange, tolerances):
     body = exchange.body if isinstance(exchange.body, dict) else {}
     theirs = body.get("errors") or []
     if exchange.status == error.status and body.get("success") is False:
-        v = judging.Verdict(model=contract.hosted_name(model), task=contract.task(model), status="agree", agree=True,
+        v = judging.Verdict(model=registry.get(model).hosted_name, task=registry.get(model).task, status="agree", agree=True,
                             notes=[ours, f"the endpoint refuses it too: HTTP {exchange.status} {theirs}"],
                             tolerances=tolerances or judging.Tolerances())
         return v, True
@@ -189,11 +191,10 @@ def _both_refuse(model, error, exchange, tolerances):
 def check_endpoint(url, model, images, token=None, tolerances=None, accept=(), body="raw", timeout=120.0,
                    **loading):
     """Check every image -> Report. token: default $REFIMPL_ENDPOINT_TOKEN. loading: weights=,
-    revision=, dtype= for the local reference."""
+    revision=, dtype=, path= for the local reference."""
     url, model = endpoint_url(url, model)
-    contract.model_key(model)
     token = token if token is not None else os.environ.get(TOKEN_ENV)
-    report = Report(url, contract.hosted_name(model), tuple(accept))
+    report = Report(url, registry.get(model).hosted_name, tuple(accept))
     for image in images:
         report.checks.append(check_image(url, model, image, token, tolerances, accept, body, timeout, **loading))
     return report
@@ -202,40 +203,12 @@ def check_endpoint(url, model, images, token=None, tolerances=None, accept=(), b
 # --- the human-readable report ------------------------------------------------------------------
 
 
-def _f(x, spec):
-    return "-" if x is None else format(x, spec)
-
-
 def format_check(check, all_rows=False):
+    """One image's check as text: the headline (HTTP status, time, verdict), then the verdict."""
     v, ex = check.verdict, check.exchange
     status = "no answer" if ex.status is None else f"HTTP {ex.status}"
     word = v.status if check.accepted or v.status != "explained" else "explained (not accepted)"
-    lines = [f"{check.image}: {status}, {ex.ms:.0f} ms: {word}"]
-    if v.task == "image-classification" and v.rows:
-        lines.append(f"  {'rank':<5}{'reference':<26}{'score':>9}   {'claimed':<26}{'score':>9}  {'|diff|':>8}  ok")
-        for r in v.rows:
-            lines.append(f"  {r['rank']:<5}{str(r['reference_label'] or '-')[:25]:<26}{_f(r['reference_score'], '.5f'):>9}"
-                         f"   {str(r['claimed_label'] or '-')[:25]:<26}{_f(r['claimed_score'], '.5f'):>9}"
-                         f"  {_f(r['score_diff'], '.1e'):>8}  {'yes' if r['ok'] else 'NO'}")
-    elif v.rows:
-        shown = v.rows if all_rows else [r for r in v.rows if r["status"] != "low"]
-        lines.append(f"  {'status':<9}{'ref#':>5}{'claim#':>7}  {'label':<16}{'ref score':>10}{'claimed':>10}"
-                     f"{'|diff|':>9}{'IoU':>8}{'corner px':>10}  ok")
-        for r in shown:
-            lines.append(f"  {r['status']:<9}{_f(r['reference_index'], 'd'):>5}{_f(r['claimed_index'], 'd'):>7}  "
-                         f"{r['label'][:15]:<16}{_f(r['reference_score'], '.4f'):>10}{_f(r['claimed_score'], '.4g'):>10}"
-                         f"{_f(r['score_diff'], '.1e'):>9}{_f(r['iou'], '.4f'):>8}{_f(r['corner_px'], '.2f'):>10}"
-                         f"  {'yes' if r['ok'] else 'NO'}")
-        hidden = len(v.rows) - len(shown)
-        if hidden:
-            lines.append(f"  ... and {hidden} low-score row(s) (below the threshold on both sides; --all-rows shows them)")
-    for name in v.signatures:
-        lines.append(f"  signature {name}: {v.details.get(name, judging.SIGNATURES[name])}")
-    for p in v.problems:
-        lines.append(f"  problem: {p}")
-    for n in v.notes:
-        lines.append(f"  note: {n}")
-    return "\n".join(lines)
+    return "\n".join([f"{check.image}: {status}, {ex.ms:.0f} ms: {word}"] + judging.format_verdict(v, all_rows))
 
 
 def format_report(report, all_rows=False):

@@ -17,8 +17,10 @@ How it measures (everything here is a benchmark, never a pass/fail test):
 - Peers that are not installed, or whose setup fails (an ONNX export, say), are reported as
   "skipped" with the reason. Nothing is faked or estimated.
 
-Weights: `--weights MODEL=DIR` (a checkpoint folder), else a synthesized checkpoint built with
-tests/synth.py / tests/synth_detr.py (needs transformers; a source checkout); the output says which.
+Weights: `--weights MODEL=DIR` (a checkpoint folder), else a synthesized checkpoint built by
+refimpl.synth (needs the `test` extra: torch, transformers, timm); the output says which.
+Both refimpl paths run on the same loaded weights: "refimpl" is `path="fast"`, "refimpl-readable"
+is `path="reference"` (refimpl/pipeline/loaded.py), chosen per peer, never by a global switch.
 """
 
 import json
@@ -36,13 +38,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ops, resnet
+from refimpl import registry
+from refimpl.models import resnet
+from refimpl.viz import summary
 
 PEERS = ("refimpl", "refimpl-readable", "pytorch", "onnxruntime", "onnx-reference")
-MODELS = ("resnet-50", "detr-resnet-50")
+MODELS = tuple(spec.name for spec in registry.MODELS)
 PEER_DOC = {
-    "refimpl": "refimpl fast path (refimpl/fast.py: BN folded, one GEMM per conv)",
-    "refimpl-readable": "refimpl readable reference path (refimpl/resnet.py)",
+    "refimpl": "refimpl, path fast (refimpl/models/fast.py: BN folded, one GEMM per conv)",
+    "refimpl-readable": "refimpl, path reference (refimpl/models/resnet.py, one op per line)",
     "pytorch": "PyTorch eager: transformers model on the same weights, torch.no_grad()",
     "onnxruntime": "ONNX Runtime CPU: the transformers model exported with torch.onnx.export",
     "onnx-reference": "onnx.reference.ReferenceEvaluator: ONNX's pure-numpy evaluator, same export",
@@ -78,47 +82,11 @@ class Context:
 
 # --- FLOPs ------------------------------------------------------------------------------------
 
-def backbone_macs(h, w, depths=resnet.DEPTHS, widths=resnet.WIDTHS, stem=resnet.STEM_WIDTH):
-    """Multiply-accumulates of ResNet-50's 53 convs on one (3, h, w) image. Returns (macs, h, w)
-    with the last stage's spatial size."""
-    out = ops.conv_output_size
-    h, w = out(h, 7, 2, 3), out(w, 7, 2, 3)
-    macs = 3 * 49 * stem * h * w
-    h, w = out(h, 3, 2, 1), out(w, 3, 2, 1)  # max pool
-    c_in = stem
-    for s, (depth, c_out) in enumerate(zip(depths, widths)):
-        mid = c_out // 4
-        for i in range(depth):
-            stride = 2 if (i == 0 and s > 0) else 1
-            ho, wo = out(h, 3, stride, 1), out(w, 3, stride, 1)
-            macs += c_in * mid * h * w + mid * 9 * mid * ho * wo + mid * c_out * ho * wo
-            if i == 0:
-                macs += c_in * c_out * ho * wo
-            c_in, h, w = c_out, ho, wo
-    return macs, h, w
-
-
-def resnet50_flops(batch, h, w, num_labels=1000):
-    macs, _, _ = backbone_macs(h, w)
-    return 2 * batch * (macs + resnet.WIDTHS[-1] * num_labels)
-
-
-def detr_flops(batch, h, w, d=256, ffn=2048, layers=6, queries=100, num_classes=92):
-    """Convs, projections, attention products (QK^T and AV), FFNs and heads; not softmax/norms."""
-    macs, fh, fw = backbone_macs(h, w)
-    s = fh * fw  # tokens
-    macs += resnet.WIDTHS[-1] * d * s  # input projection
-    enc = 4 * s * d * d + 2 * s * s * d + 2 * s * d * ffn
-    dec = (4 * queries * d * d + 2 * queries * queries * d  # self-attention
-           + 2 * queries * d * d + 2 * s * d * d + 2 * queries * s * d  # cross-attention
-           + 2 * queries * d * ffn)
-    heads = queries * (d * num_classes + 2 * d * d + d * 4)
-    return 2 * batch * (macs + layers * (enc + dec) + heads)
-
-
 def model_flops(case):
-    f = resnet50_flops if case.model == "resnet-50" else detr_flops
-    return f(case.batch, case.height, case.width)
+    """2 x the multiply-accumulates refimpl.viz.summary counts (every conv, linear layer and
+    attention product; not the element-wise work) for the case's batch and input size."""
+    spec = registry.get(case.model)
+    return 2 * case.batch * summary.summarize(spec, case.height, case.width).totals()["macs"]
 
 
 # --- environment --------------------------------------------------------------------------------
@@ -198,57 +166,32 @@ def inputs(case, seed=0):
     return x, mask
 
 
-def _tests_dir():
-    d = Path(__file__).resolve().parent.parent / "tests"
-    return d if (d / "synth.py").is_file() else None
-
-
 def synthesize(model, folder):
-    """Build a synthesized checkpoint with the tests' builders (transformers + a source checkout)."""
-    tests = _tests_dir()
-    if tests is None:
-        raise Skip("no --weights given and tests/synth.py is not here (not a source checkout)")
+    """Build a synthesized checkpoint of `model` with refimpl.synth (needs torch and transformers)."""
+    import importlib
+
+    spec = registry.get(model)
     try:
         import transformers  # noqa: F401
     except ImportError as e:
-        raise Skip("no --weights given and transformers is not installed to synthesize a checkpoint") from e
-    sys.path.insert(0, str(tests))
-    try:
-        if model == "resnet-50":
-            from synth import build_resnet50
-
-            return build_resnet50(folder)
-        from synth_detr import build_detr
-
-        return build_detr(folder, "timm")
-    finally:
-        sys.path.remove(str(tests))
+        raise Skip("no --weights given and transformers is not installed to synthesize a checkpoint "
+                   "(pip install -e '.[test]')") from e
+    module, _, function = spec.synthesize.partition(":")
+    build = getattr(importlib.import_module(module), function)
+    return build(folder) if spec.task == "image-classification" else build(folder, "timm")
 
 
 # --- peers --------------------------------------------------------------------------------------
 #
 # setup(case, ctx) -> a no-argument callable that runs one forward pass; raises Skip.
 
-def setup_refimpl(case, ctx, fast=True):
-    from . import api
-
+def setup_refimpl(case, ctx, path="fast"):
+    spec = registry.get(case.model)
     x, mask = inputs(case)
-    if case.model == "resnet-50":
-        model = api.load_resnet50(ctx.weights["resnet-50"])
-        params = model.checkpoint.params
-        return lambda: resnet.classify(params, x, fast=fast)
-    if not hasattr(api, "load_detr"):
-        raise Skip("refimpl.api.load_detr does not exist yet")
-    model = api.load_detr(ctx.weights["detr-resnet-50"])
-
-    def run():  # detr.py calls resnet.backbone without `fast`: the module's default decides
-        saved, resnet.FAST_BY_DEFAULT = resnet.FAST_BY_DEFAULT, fast
-        try:
-            return model.forward(x, mask)
-        finally:
-            resnet.FAST_BY_DEFAULT = saved
-
-    return run
+    model = spec.load(ctx.weights[spec.name], path=path)
+    if spec.task == "image-classification":
+        return lambda: model.forward(x)
+    return lambda: model.forward(x, mask)
 
 
 def setup_pytorch(case, ctx):
@@ -258,13 +201,13 @@ def setup_pytorch(case, ctx):
     except ImportError as e:
         raise Skip(f"not installed: {e.name}") from e
     torch.set_num_threads(ctx.threads)
+    spec = registry.get(case.model)
     x, mask = inputs(case)
     xt, mt = torch.from_numpy(x), torch.from_numpy(mask)
-    if case.model == "resnet-50":
-        model = transformers.ResNetForImageClassification.from_pretrained(ctx.weights["resnet-50"]).eval()
+    model = getattr(transformers, spec.hf_class).from_pretrained(ctx.weights[spec.name]).eval()
+    if spec.task == "image-classification":
         kwargs = {"pixel_values": xt}
     else:
-        model = transformers.DetrForObjectDetection.from_pretrained(ctx.weights["detr-resnet-50"]).eval()
         kwargs = {"pixel_values": xt, "pixel_mask": mt}
 
     def run():
@@ -291,8 +234,9 @@ def export_onnx(case, ctx):
         raise ctx.exports[key] from e
     x, mask = inputs(case)
     path = ctx.workdir / f"{case.model}-b{case.batch}-{case.height}x{case.width}.onnx"
-    if case.model == "resnet-50":
-        hf = transformers.ResNetForImageClassification.from_pretrained(ctx.weights["resnet-50"]).eval()
+    spec = registry.get(case.model)
+    hf = getattr(transformers, spec.hf_class).from_pretrained(ctx.weights[spec.name]).eval()
+    if spec.task == "image-classification":
         args, names, outs = (torch.from_numpy(x),), ["pixel_values"], ["logits"]
 
         class Wrapped(torch.nn.Module):
@@ -303,7 +247,6 @@ def export_onnx(case, ctx):
             def forward(self, pixel_values):
                 return self.m(pixel_values=pixel_values).logits
     else:
-        hf = transformers.DetrForObjectDetection.from_pretrained(ctx.weights["detr-resnet-50"]).eval()
         args, names, outs = (torch.from_numpy(x), torch.from_numpy(mask)), ["pixel_values", "pixel_mask"], ["logits", "pred_boxes"]
 
         class Wrapped(torch.nn.Module):
@@ -365,7 +308,7 @@ def setup_onnxruntime(case, ctx):
 
 
 def setup_onnx_reference(case, ctx):
-    if case.model != "resnet-50":
+    if registry.get(case.model).task != "image-classification":
         raise Skip("ResNet-50 only (the pure-numpy evaluator would take minutes per DETR image)")
     try:
         import onnx
@@ -379,8 +322,8 @@ def setup_onnx_reference(case, ctx):
 
 
 SETUPS = {
-    "refimpl": lambda case, ctx: setup_refimpl(case, ctx, fast=True),
-    "refimpl-readable": lambda case, ctx: setup_refimpl(case, ctx, fast=False),
+    "refimpl": lambda case, ctx: setup_refimpl(case, ctx, path="fast"),
+    "refimpl-readable": lambda case, ctx: setup_refimpl(case, ctx, path="reference"),
     "pytorch": setup_pytorch,
     "onnxruntime": setup_onnxruntime,
     "onnx-reference": setup_onnx_reference,
@@ -486,7 +429,7 @@ def measure_rss(case, peer, ctx, timeout=1800):
     exports = [[list(k), str(v)] for k, v in ctx.exports.items() if not isinstance(v, Skip)]
     spec = {"case": case.__dict__, "peer": peer, "weights": ctx.weights, "threads": ctx.threads,
             "workdir": str(ctx.workdir), "exports": exports}
-    cmd = [sys.executable, "-c", "import json, sys; from refimpl.bench import rss_child; rss_child(json.loads(sys.argv[1]))", json.dumps(spec)]
+    cmd = [sys.executable, "-c", "import json, sys; from refimpl.perf.bench import rss_child; rss_child(json.loads(sys.argv[1]))", json.dumps(spec)]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -504,9 +447,9 @@ def profile_resnet50(weights, batch=1, size=224, repeat=10, threads=None):
     subsampling), the GEMMs, and the rest (bias, ReLU, residual adds, max pool, layout change,
     Python), timed by wrapping fast.im2col / fast.subsample / fast.gemm. Also the readable path's
     split between im2col (ops.im2col), matmul and the rest (BN, ReLU, pad, adds)."""
-    from . import api, fast
+    from refimpl.models import fast, ops
 
-    model = api.load_resnet50(weights)
+    model = registry.load("resnet-50", weights, path="fast")
     params = model.checkpoint.params
     x, _ = inputs(Case("resnet-50", batch, size, size))
     acc = {}
@@ -551,8 +494,8 @@ def profile_resnet50(weights, batch=1, size=224, repeat=10, threads=None):
         fast_runs = run_profiled([(fast, "im2col", "im2col copy"), (fast, "subsample", "im2col copy"),
                                   (fast, "gemm", "gemm")], lambda: fast.classify(params, x))
         readable_runs = run_profiled([(ops, "im2col", "im2col"), (np, "matmul", "matmul")],
-                                     lambda: resnet.classify(params, x, fast=False))
-    flops = resnet50_flops(batch, size, size)
+                                     lambda: resnet.classify(params, x))
+    flops = model_flops(Case("resnet-50", batch, size, size))
     fast_split = split(fast_runs, ("im2col copy", "gemm"))
     fast_split["gemm_gflops"] = flops / fast_split["gemm"] / 1e6
     readable_split = split(readable_runs, ("im2col", "matmul"))
@@ -592,7 +535,7 @@ def run(models=("resnet-50",), batches=(1, 8), peers=PEERS, repeat=10, threads=N
                 with _quiet():
                     folder = synthesize(model, Path(tmp) / model)
                 ctx.weights[model] = str(folder)
-                report["weights"][model] = {"source": "synthesized (tests/synth*.py builders, random calibrated weights)",
+                report["weights"][model] = {"source": "synthesized (refimpl.synth builders, random calibrated weights)",
                                             "synthesized": True}
             except Skip as e:
                 report["weights"][model] = {"source": None, "skipped": str(e)}
@@ -600,14 +543,9 @@ def run(models=("resnet-50",), batches=(1, 8), peers=PEERS, repeat=10, threads=N
             if model not in ctx.weights:
                 report["cases"].append({"model": model, "status": "skipped", "reason": report["weights"][model]["skipped"]})
                 continue
-            if model == "detr-resnet-50":
-                from . import api
-
-                if not hasattr(api, "load_detr"):
-                    report["cases"].append({"model": model, "status": "skipped", "reason": "refimpl.api.load_detr does not exist yet"})
-                    continue
-            for batch in (batches if model == "resnet-50" else (1,)):
-                h, w = (size, size) if model == "resnet-50" else detr_size
+            classification = registry.get(model).task == "image-classification"
+            for batch in (batches if classification else (1,)):
+                h, w = (size, size) if classification else detr_size
                 case = Case(model, batch, h, w)
                 log(f"{case.label}: timing {', '.join(peers)} ({repeat} interleaved rounds)")
                 rows, sgemm = measure_case(case, peers, ctx, repeat, gap=gap, log=log)
@@ -667,13 +605,3 @@ def format_report(report):
             lines.append(f"  {path}: total {s['total_ms']:.1f} ms = {parts}")
         lines.append(f"  fast GEMMs alone run at {p['fast']['gemm_gflops']:.0f} GFLOP/s")
     return "\n".join(lines)
-
-
-def main():  # python -m refimpl.bench ... is the same as refimpl bench ...
-    from .cli import main as cli_main
-
-    sys.exit(cli_main(["bench", *sys.argv[1:]]))
-
-
-if __name__ == "__main__":
-    main()

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import ops, resnet
-from .errors import CheckpointMismatchError
+from refimpl.models import check_path, fast, ops, record, resnet
+from refimpl.errors import CheckpointMismatchError
 
 BACKBONE_PREFIX = "model.backbone.conv_encoder.model."
 
@@ -88,11 +88,15 @@ def downsample_mask(pixel_mask, size):
     return pixel_mask[:, rows][:, :, cols] != 0
 
 
-def conv_encoder(params, hp, pixel_values, pixel_mask, trace=None):
-    """ResNet-50 (frozen BN) -> (layer4 features (N, 2048, h, w), mask (N, h, w) bool)."""
-    features = resnet.backbone(params, hp.backbone_names, pixel_values, trace)[-1]
+BACKBONES = {"reference": resnet.backbone, "fast": fast.backbone}  # by path (refimpl.models.PATHS)
+
+
+def conv_encoder(params, hp, pixel_values, pixel_mask, trace=None, path="reference"):
+    """ResNet-50 (frozen BN) -> (layer4 features (N, 2048, h, w), mask (N, h, w) bool).
+    path: "reference" runs resnet.py's backbone, "fast" fast.py's (the same function, BN folded)."""
+    features = BACKBONES[check_path(path)](params, hp.backbone_names, pixel_values, trace)[-1]
     mask = downsample_mask(pixel_mask, features.shape[-2:])
-    _record(trace, "model.backbone.conv_encoder.mask", mask)
+    record(trace, "model.backbone.conv_encoder.mask", mask)
     return features, mask
 
 
@@ -162,11 +166,11 @@ def attention(params, name, query, key, value, num_heads, key_mask=None, trace=N
         # pixel, so no row is all -inf.
         scores = np.where(key_mask[:, None, None, :], scores, -np.inf)
     weights = ops.softmax(scores, axis=-1)
-    _record(trace, name + ".attn_weights", weights)
+    record(trace, name + ".attn_weights", weights)
 
     out = (weights @ v).transpose(0, 2, 1, 3).reshape(n, l, d)  # concatenate the heads
     out = linear(params, name + ".out_proj", out)
-    _record(trace, name, out)
+    record(trace, name, out)
     return out
 
 
@@ -200,7 +204,7 @@ def decoder_layer(params, name, hp, tgt, query_pos, memory, pos, mask, trace=Non
 def encoder(params, hp, src, pos, mask, trace=None):
     for i in range(hp.encoder_layers):
         src = encoder_layer(params, f"model.encoder.layers.{i}", hp, src, pos, mask, trace)
-        _record(trace, f"model.encoder.layers.{i}", src)
+        record(trace, f"model.encoder.layers.{i}", src)
     return src
 
 
@@ -212,9 +216,9 @@ def decoder(params, hp, memory, pos, mask, trace=None):
     tgt = np.zeros_like(query_pos)
     for i in range(hp.decoder_layers):
         tgt = decoder_layer(params, f"model.decoder.layers.{i}", hp, tgt, query_pos, memory, pos, mask, trace)
-        _record(trace, f"model.decoder.layers.{i}", tgt)
+        record(trace, f"model.decoder.layers.{i}", tgt)
     out = layer_norm(params, "model.decoder.layernorm", tgt)
-    _record(trace, "model.decoder.layernorm", out)
+    record(trace, "model.decoder.layernorm", out)
     return out
 
 
@@ -231,7 +235,7 @@ def bbox_predictor(params, x, num_layers=3):
 
 # --- the whole model ----------------------------------------------------------------------------
 
-def forward(params, hp, pixel_values, pixel_mask=None, trace=None):
+def forward(params, hp, pixel_values, pixel_mask=None, trace=None, path="reference"):
     """DetrForObjectDetection.
 
     pixel_values: (N, 3, H, W); pixel_mask: (N, H, W), 1 on real pixels, 0 on padding (None: no
@@ -249,18 +253,21 @@ def forward(params, hp, pixel_values, pixel_mask=None, trace=None):
       `….self_attn.attn_weights` (N, heads, Q, Q), `….encoder_attn`, `….encoder_attn.attn_weights`
       (N, heads, Q, h*w); `model.decoder.layernorm` (N, Q, D);
       `class_labels_classifier` (= logits), `bbox_predictor` (before the sigmoid), `pred_boxes`.
+
+    path: which code computes the backbone, "reference" (resnet.py) or "fast" (fast.py); the
+    transformer and the heads are this module's code on both paths.
     """
     dtype = pixel_values.dtype.type
     if pixel_mask is None:
         pixel_mask = np.ones((pixel_values.shape[0],) + pixel_values.shape[2:], dtype=np.int64)
-    _record(trace, "pixel_values", pixel_values)
-    _record(trace, "pixel_mask", pixel_mask)
+    record(trace, "pixel_values", pixel_values)
+    record(trace, "pixel_mask", pixel_mask)
 
-    features, mask = conv_encoder(params, hp, pixel_values, pixel_mask, trace)
+    features, mask = conv_encoder(params, hp, pixel_values, pixel_mask, trace, path)
     pos = sine_position_embedding(mask, hp.d_model // 2, dtype)
-    _record(trace, "model.position_embedding", pos)
+    record(trace, "model.position_embedding", pos)
     projected = ops.conv2d(features, params["model.input_projection.weight"], params["model.input_projection.bias"])
-    _record(trace, "model.input_projection", projected)
+    record(trace, "model.input_projection", projected)
 
     # (N, D, h, w) -> (N, h*w, D): the image becomes a sequence of h*w tokens, row by row.
     def tokens(x):
@@ -271,17 +278,12 @@ def forward(params, hp, pixel_values, pixel_mask=None, trace=None):
     hs = decoder(params, hp, memory, pos, mask, trace)
 
     logits = linear(params, "class_labels_classifier", hs)
-    _record(trace, "class_labels_classifier", logits)
+    record(trace, "class_labels_classifier", logits)
     boxes = bbox_predictor(params, hs)
-    _record(trace, "bbox_predictor", boxes)
+    record(trace, "bbox_predictor", boxes)
     pred_boxes = ops.sigmoid(boxes)
-    _record(trace, "pred_boxes", pred_boxes)
+    record(trace, "pred_boxes", pred_boxes)
     return {"logits": logits, "pred_boxes": pred_boxes}
-
-
-def _record(trace, name, value):
-    if trace is not None:
-        trace[name] = value
 
 
 # --- config and the checkpoint's expected layout ------------------------------------------------

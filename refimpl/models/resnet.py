@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import ops
+from refimpl.errors import CheckpointMismatchError
+from refimpl.models import ops, record
 
 DEPTHS = (3, 4, 6, 3)
 WIDTHS = (256, 512, 1024, 2048)  # output channels of each stage; the bottleneck is a quarter
@@ -25,12 +26,19 @@ BN_EPS = 1e-5  # nn.BatchNorm2d's default and DETR's frozen BN's constant
 
 @dataclass(frozen=True)
 class Block:
-    """Checkpoint names of one bottleneck: three conv/BN pairs and an optional shortcut pair."""
+    """One bottleneck: where it sits, its geometry, and the checkpoint names of its layers."""
 
-    name: str
-    convs: tuple
-    norms: tuple
-    shortcut: tuple | None  # (conv, norm) or None for identity
+    stage: int
+    index: int  # within its stage
+    stride: int  # on the 3x3 conv and the shortcut (ResNet v1.5)
+    c_in: int
+    c_mid: int  # the bottleneck width, a quarter of c_out
+    c_out: int
+    last_in_stage: bool  # the stage's output is this block's
+    name: str  # trace name of the block's output
+    convs: tuple  # the three conv names
+    norms: tuple  # the three BN names
+    shortcut: tuple | None  # (conv, norm), or None for identity
     steps: tuple  # trace names of the three conv-BN(-ReLU) outputs
     shortcut_out: str  # trace name of the projected shortcut
 
@@ -52,7 +60,8 @@ class ResNetNames:
     def stage(self, s):
         return f"{self.prefix}layer{s + 1}" if self.scheme == "timm" else f"{self.prefix}encoder.stages.{s}"
 
-    def block(self, s, i):
+    def block_names(self, s, i):
+        """Checkpoint names of block i of stage s: name, convs, norms, shortcut, steps, shortcut_out."""
         if self.scheme == "timm":
             b = f"{self.stage(s)}.{i}"
             convs = tuple(f"{b}.conv{j}" for j in (1, 2, 3))
@@ -65,7 +74,20 @@ class ResNetNames:
             norms = tuple(f"{b}.layer.{j}.normalization" for j in range(3))
             shortcut = (f"{b}.shortcut.convolution", f"{b}.shortcut.normalization")
             steps, shortcut_out = tuple(f"{b}.layer.{j}" for j in range(3)), f"{b}.shortcut"
-        return Block(b, convs, norms, shortcut if i == 0 else None, steps, shortcut_out)
+        return dict(name=b, convs=convs, norms=norms, shortcut=shortcut if i == 0 else None, steps=steps,
+                    shortcut_out=shortcut_out)
+
+
+def blocks(names, depths=DEPTHS, widths=WIDTHS, stem_width=STEM_WIDTH):
+    """Every bottleneck of the backbone in data-flow order, as `Block`s: the one walk over the
+    architecture that the reference, the fast path, the shape table and the summary all use."""
+    c_in = stem_width
+    for s, (depth, c_out) in enumerate(zip(depths, widths)):
+        for i in range(depth):
+            # The first stage keeps the resolution (the max pool already halved it).
+            stride = 2 if (i == 0 and s > 0) else 1
+            yield Block(s, i, stride, c_in, c_out // 4, c_out, i == depth - 1, **names.block_names(s, i))
+            c_in = c_out
 
 
 CLASSIFIER_NAMES = ResNetNames("resnet.", "transformers")
@@ -88,82 +110,52 @@ def stem(params, names, x, trace=None):
     """(N, 3, H, W) -> (N, 64, H/4, W/4)."""
     conv, norm, out_name, pool_name = names.stem()
     x = ops.relu(conv_bn(params, conv, norm, x, stride=2, padding=3))
-    _record(trace, out_name, x)
+    record(trace, out_name, x)
     x = ops.max_pool2d(x, kernel=3, stride=2, padding=1)
-    _record(trace, pool_name, x)
+    record(trace, pool_name, x)
     return x
 
 
-def bottleneck(params, block, x, stride, trace=None):
+def bottleneck(params, block, x, trace=None):
     """One bottleneck block; the stride sits on the 3x3 conv (ResNet v1.5, as both checkpoints).
-    x: (N, C, H, W) -> (N, C_out, H/stride, W/stride)."""
+    x: (N, C_in, H, W) -> (N, C_out, H/stride, W/stride)."""
     h = ops.relu(conv_bn(params, block.convs[0], block.norms[0], x))
-    _record(trace, block.steps[0], h)
-    h = ops.relu(conv_bn(params, block.convs[1], block.norms[1], h, stride=stride, padding=1))
-    _record(trace, block.steps[1], h)
+    record(trace, block.steps[0], h)
+    h = ops.relu(conv_bn(params, block.convs[1], block.norms[1], h, stride=block.stride, padding=1))
+    record(trace, block.steps[1], h)
     h = conv_bn(params, block.convs[2], block.norms[2], h)
-    _record(trace, block.steps[2], h)
+    record(trace, block.steps[2], h)
     if block.shortcut is None:
         shortcut = x
     else:
-        shortcut = conv_bn(params, *block.shortcut, x, stride=stride)
-        _record(trace, block.shortcut_out, shortcut)
+        shortcut = conv_bn(params, *block.shortcut, x, stride=block.stride)
+        record(trace, block.shortcut_out, shortcut)
     return ops.relu(h + shortcut)
 
 
-def backbone(params, names, x, trace=None, depths=DEPTHS, fast=None):
+def backbone(params, names, x, trace=None, depths=DEPTHS):
     """Stem and four stages. x: (N, 3, H, W) -> list of the four stage outputs,
-    (N, 256, H/4, W/4), (N, 512, H/8, W/8), (N, 1024, H/16, W/16), (N, 2048, H/32, W/32).
-
-    fast: None (default) runs refimpl/fast.py's equivalent (BN folded, faster) when no trace is
-    asked for (and FAST_BY_DEFAULT) and this code when one is; True or False forces either."""
-    if _fast_path(fast, trace):
-        from . import fast as fast_path
-
-        return fast_path.backbone(params, names, x, trace, depths)
+    (N, 256, H/4, W/4), (N, 512, H/8, W/8), (N, 1024, H/16, W/16), (N, 2048, H/32, W/32)."""
     x = stem(params, names, x, trace)
     features = []
-    for s, depth in enumerate(depths):
-        for i in range(depth):
-            block = names.block(s, i)
-            # The first stage keeps the resolution (the max pool already halved it).
-            stride = 2 if (i == 0 and s > 0) else 1
-            x = bottleneck(params, block, x, stride, trace)
-            _record(trace, block.name, x)
-        _record(trace, names.stage(s), x)
-        features.append(x)
+    for block in blocks(names, depths):
+        x = bottleneck(params, block, x, trace)
+        record(trace, block.name, x)
+        if block.last_in_stage:
+            record(trace, names.stage(block.stage), x)
+            features.append(x)
     return features
 
 
-def classify(params, pixel_values, trace=None, fast=None):
-    """ResNetForImageClassification. pixel_values: (N, 3, H, W) -> logits (N, num_labels).
-    fast: as in `backbone`."""
-    if _fast_path(fast, trace):
-        from . import fast as fast_path
-
-        return fast_path.classify(params, pixel_values, trace)
-    _record(trace, "pixel_values", pixel_values)
-    features = backbone(params, CLASSIFIER_NAMES, pixel_values, trace, fast=False)
+def classify(params, pixel_values, trace=None):
+    """ResNetForImageClassification. pixel_values: (N, 3, H, W) -> logits (N, num_labels)."""
+    record(trace, "pixel_values", pixel_values)
+    features = backbone(params, CLASSIFIER_NAMES, pixel_values, trace)
     pooled = ops.global_avg_pool(features[-1])  # (N, 2048, 1, 1)
-    _record(trace, "resnet.pooler", pooled)
+    record(trace, "resnet.pooler", pooled)
     logits = ops.linear(pooled.reshape(pooled.shape[0], -1), params["classifier.1.weight"], params["classifier.1.bias"])
-    _record(trace, "classifier.1", logits)
+    record(trace, "classifier.1", logits)
     return logits
-
-
-def _record(trace, name, value):
-    if trace is not None:
-        trace[name] = value
-
-
-# The readable code above is the reference, and what a trace records; without a trace,
-# backbone() and classify() run refimpl/fast.py, the same function with BN folded into the convs
-# (tests/test_fast.py holds the two together). False here runs the readable code everywhere.
-FAST_BY_DEFAULT = True
-
-
-def _fast_path(fast, trace):
-    return (trace is None and FAST_BY_DEFAULT) if fast is None else fast
 
 
 # --- the checkpoint's expected layout ---------------------------------------------------------
@@ -176,26 +168,20 @@ def backbone_shapes(names, depths=DEPTHS, widths=WIDTHS, stem_width=STEM_WIDTH):
     """{key: shape} of every backbone tensor under `names`."""
     conv, norm, _, _ = names.stem()
     shapes = {conv + ".weight": (stem_width, 3, 7, 7), **_bn_shapes(norm, stem_width)}
-    c_in = stem_width
-    for s, (depth, c_out) in enumerate(zip(depths, widths)):
-        mid = c_out // 4
-        for i in range(depth):
-            block = names.block(s, i)
-            kernels = [(mid, c_in, 1, 1), (mid, mid, 3, 3), (c_out, mid, 1, 1)]
-            for conv, norm, k in zip(block.convs, block.norms, kernels):
-                shapes[conv + ".weight"] = k
-                shapes.update(_bn_shapes(norm, k[0]))
-            if block.shortcut is not None:
-                shapes[block.shortcut[0] + ".weight"] = (c_out, c_in, 1, 1)
-                shapes.update(_bn_shapes(block.shortcut[1], c_out))
-            c_in = c_out
+    for block in blocks(names, depths, widths, stem_width):
+        mid, c_out = block.c_mid, block.c_out
+        kernels = [(mid, block.c_in, 1, 1), (mid, mid, 3, 3), (c_out, mid, 1, 1)]
+        for conv, norm, k in zip(block.convs, block.norms, kernels):
+            shapes[conv + ".weight"] = k
+            shapes.update(_bn_shapes(norm, k[0]))
+        if block.shortcut is not None:
+            shapes[block.shortcut[0] + ".weight"] = (c_out, block.c_in, 1, 1)
+            shapes.update(_bn_shapes(block.shortcut[1], c_out))
     return shapes
 
 
 def check_config(config):
     """Refuse configs this implementation does not compute (it is ResNet-50 v1.5, nothing else)."""
-    from .errors import CheckpointMismatchError
-
     wanted = {
         "depths": list(DEPTHS),
         "hidden_sizes": list(WIDTHS),

@@ -12,7 +12,7 @@ produce its class and box. The maps here are taken straight from the traced weig
 averaged over the heads (as PyTorch's MultiheadAttention returns them by default and as the DETR
 authors' figures show them) and reshaped to the (h, w) grid.
 
-    >>> from refimpl import attention_maps
+    >>> from refimpl.viz import attention_maps
     >>> from refimpl.api import load_detr
     >>> result = attention_maps.compute(load_detr(), "examples/street.jpg")
     >>> result.maps.shape                       # (objects, h, w)
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from . import ops
-from .api import image_array
-from .cam import blend, caption_strip, read_png_data, save_png, scaled  # noqa: F401 (read_png_data: re-export)
+from refimpl.models import ops
+from refimpl.pipeline.loaded import image_array
+from refimpl.viz.cam import blend, caption_strip, read_png_data, save_png, scaled  # noqa: F401 (read_png_data: re-export)
 
 PNG_KEY = "refimpl-attention"
 STRIDE = 32  # one layer4 token per 32x32 patch of the resized input
@@ -114,7 +114,7 @@ def render(result, panel_side=400, columns=3, max_objects=8, note=None):
     """A grid of panels: all detections with their boxes first, then for each detected object
     (the `max_objects` best scoring, in query order) its attention over the image with its box;
     a footer line, and `note` (a line of text) if given. -> PIL image."""
-    from .draw import draw_detections
+    from refimpl.viz.draw import draw_detections
 
     image, s = scaled(result.image, panel_side)
     shown = sorted(sorted(range(len(result.detections)), key=lambda i: -result.detections[i]["score"])[:max_objects])

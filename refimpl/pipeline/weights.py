@@ -7,7 +7,6 @@ loaded. The loaded checkpoint keeps where it came from (folder, repo id, request
 resolved commit) and the SHA-256 of the weights file, so provenance records can say what ran.
 """
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -15,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BadWeightsFileError, CheckpointMismatchError, WeightsNotFoundError
+from refimpl.errors import BadWeightsFileError, CheckpointMismatchError, WeightsNotFoundError
+from refimpl.provenance import sha256_file
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -110,14 +110,6 @@ def _cache_dir():
 
 def _offline():
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def sha256_file(path, chunk=1 << 22):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read_json(path):

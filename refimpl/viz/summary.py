@@ -4,7 +4,7 @@ input size, parameter count and multiply-accumulates (MACs), with totals.
 Everything is computed from the architecture's tensor shapes (the same `{key: shape}` the loader
 checks checkpoints against) and the input size: no weights are needed, and no forward pass runs.
 
-    >>> from refimpl import summary
+    >>> from refimpl.viz import summary
     >>> s = summary.resnet50(224, 224)
     >>> s.totals()
     {'params': 25557032, 'buffers': 53120, 'macs': 4089184256}
@@ -28,11 +28,7 @@ Conventions (the usual ones, so the totals can be compared with published figure
 import math
 from dataclasses import asdict, dataclass, field
 
-from . import detr, ops, resnet
-
-MODELS = ("resnet-50", "detr-resnet-50")
-DEFAULT_SIZE = {"resnet-50": (224, 224), "detr-resnet-50": (800, 1066)}  # a 4:3 photo after DETR's resize
-
+from refimpl.models import detr, ops, resnet
 
 @dataclass
 class Layer:
@@ -168,16 +164,13 @@ def _resnet_backbone(b, names, x):
     x = b.batch_norm(norm, b.conv(conv, x, stride=2, padding=3))
     c, h, w = x
     x = b.row(pool_out, "max pool 3x3/2", (c, ops.conv_output_size(h, 3, 2, 1), ops.conv_output_size(w, 3, 2, 1)))
-    for s, depth in enumerate(resnet.DEPTHS):
-        for i in range(depth):
-            block = names.block(s, i)
-            stride = 2 if (i == 0 and s > 0) else 1
-            h = x
-            for j, (conv, norm) in enumerate(zip(block.convs, block.norms)):
-                h = b.batch_norm(norm, b.conv(conv, h, stride=stride if j == 1 else 1, padding=1 if j == 1 else 0))
-            if block.shortcut is not None:
-                b.batch_norm(block.shortcut[1], b.conv(block.shortcut[0], x, stride=stride))
-            x = b.row(block.name, "residual add + ReLU", h)
+    for block in resnet.blocks(names):
+        h = x
+        for j, (conv, norm) in enumerate(zip(block.convs, block.norms)):
+            h = b.batch_norm(norm, b.conv(conv, h, stride=block.stride if j == 1 else 1, padding=1 if j == 1 else 0))
+        if block.shortcut is not None:
+            b.batch_norm(block.shortcut[1], b.conv(block.shortcut[0], x, stride=block.stride))
+        x = b.row(block.name, "residual add + ReLU", h)
     return x
 
 
@@ -237,17 +230,14 @@ def _checked(summary, shapes):
     return summary
 
 
-def summarize(model, height=None, width=None, config=None):
-    """Summary of `model` ("resnet-50" or "detr-resnet-50") at the given input size (default:
-    DEFAULT_SIZE[model])."""
-    if model not in MODELS:
-        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-    dh, dw = DEFAULT_SIZE[model]
+def summarize(spec, height=None, width=None, config=None):
+    """Summary of the model a registry entry describes (`spec.summary`, a builder above) at the
+    given input size (default: `spec.summary_size`)."""
+    dh, dw = spec.summary_size
     height, width = height or dh, width or dw
     if height < 32 or width < 32:
         raise ValueError(f"input size must be at least 32x32, got {height}x{width}")
-    build = resnet50 if model == "resnet-50" else detr_resnet50
-    return build(height, width, config)
+    return spec.summary(height, width, config)
 
 
 # --- with a checkpoint ---------------------------------------------------------------------------
@@ -260,18 +250,19 @@ def checkpoint_shapes(path):
         return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
 
 
-def checkpoint_config(weights, revision="main", model="resnet-50"):
+def checkpoint_config(weights, revision, expected_shapes):
     """config.json of a checkpoint (folder or repo id), after checking that the tensors in its
-    model.safetensors have exactly the shapes the summary counts (CheckpointMismatchError if not)."""
+    model.safetensors have exactly the shapes the summary counts (CheckpointMismatchError if not).
+    expected_shapes: config -> {key: shape}, the loaded-model class's `expected_shapes`."""
     import json
 
     import numpy as np
 
-    from .weights import CONFIG_FILE, WEIGHTS_FILE, check_params, resolve
+    from refimpl.pipeline.weights import CONFIG_FILE, WEIGHTS_FILE, check_params, resolve
 
     folder, _ = resolve(weights, revision)
     config = json.loads((folder / CONFIG_FILE).read_text())
-    expected = resnet.classifier_shapes(config) if model == "resnet-50" else detr.expected_shapes(config)
+    expected = expected_shapes(config)
 
     class Header:  # what check_params looks at: a shape and a float dtype
         dtype = np.dtype(np.float32)

@@ -11,7 +11,7 @@ CAM_k is therefore not an approximation or a saliency heuristic: it is the logit
 module computes it from the traced features, upsamples it to the region of the image the model
 saw (the center crop), and draws it over the photo with Pillow only.
 
-    >>> from refimpl import cam
+    >>> from refimpl.viz import cam
     >>> from refimpl.api import load_resnet50
     >>> result = cam.compute(load_resnet50(), "examples/cat.png")
     >>> result.cam.shape, result.label
@@ -29,8 +29,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
-from . import ops, postprocess, preprocess
-from .api import image_array
+from refimpl.models import ops
+from refimpl.pipeline import postprocess, preprocess
+from refimpl.pipeline.loaded import image_array
 
 LAST_STAGE = "resnet.encoder.stages.3"  # trace name of the last feature map, (N, 2048, 7, 7)
 CLASSIFIER = "classifier.1"  # the linear layer after global average pooling

@@ -35,15 +35,15 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import ops
-from .resnet import BN_EPS, CLASSIFIER_NAMES, DEPTHS
+from refimpl.models import ops
+from refimpl.models.resnet import BN_EPS, CLASSIFIER_NAMES, DEPTHS, blocks
 
 # --- layouts ------------------------------------------------------------------------------------
 #
 # An activation is a 4-D array in the layout; its "matrix" is the free reshape a 1x1 conv
-# multiplies: NHWC -> (N*H*W, C), channels contiguous; CNHW -> (C, N*H*W), pixels contiguous.
-# Both run a whole batch as one GEMM (NCHW would need one per image). Which is faster depends on
-# the BLAS kernel's preferred orientation; benchmarks/layout_choice.py measures it.
+# multiplies: NHWC -> (N*H*W, C), channels contiguous, a whole batch in one GEMM (NCHW would need
+# one per image). benchmarks/layout_choice.py measured NHWC against NCHW and CNHW ((C, N*H*W)
+# matrices) on these machines; NHWC won, so it is the one layout kept here.
 
 
 class NHWC:
@@ -98,57 +98,7 @@ class NHWC:
         return a.reshape(n, h * w, c).mean(axis=1, dtype=a.dtype)
 
 
-class CNHW:
-    """(C, N, H, W). conv: W (O, C*kh*kw) @ cols (C*kh*kw, N*Ho*Wo)."""
-
-    name = "CNHW"
-    axes = (1, 0, 2, 3)
-    inverse = (1, 0, 2, 3)
-
-    @staticmethod
-    def weight_matrix(w):
-        """(O, C, kh, kw) -> (O, C*kh*kw), columns in the (c, i, j) order of `windows`."""
-        return np.ascontiguousarray(w.reshape(w.shape[0], -1))
-
-    @staticmethod
-    def bias(b):
-        return b.reshape(-1, 1)  # broadcasts along each channel's row
-
-    @staticmethod
-    def spatial(a, rows, cols):
-        return a[:, :, rows, cols]
-
-    @staticmethod
-    def matrix(a):
-        return a.reshape(a.shape[0], -1)
-
-    @staticmethod
-    def channels(a):
-        return a.shape[0]
-
-    @staticmethod
-    def windows(xp, k, stride, ho, wo):
-        c, n, _, _ = xp.shape
-        s_c, s_n, s_h, s_w = xp.strides
-        view = as_strided(xp, (c, k, k, n, ho, wo), (s_c, s_h, s_w, s_n, s_h * stride, s_w * stride), writeable=False)
-        return view, (c * k * k, n * ho * wo)
-
-    @staticmethod
-    def gemm(cols, w, out):
-        return np.matmul(w, cols, out=out)
-
-    @staticmethod
-    def shape(n, c, h, w):
-        return (c, n, h, w)
-
-    @staticmethod
-    def global_avg_pool(a):
-        """(C, N, H, W) -> (N, C)."""
-        c, n, h, w = a.shape
-        return a.reshape(c, n, h * w).mean(axis=2, dtype=a.dtype).T
-
-
-LAYOUTS = {"NHWC": NHWC, "CNHW": CNHW}
+LAYOUTS = {"NHWC": NHWC}
 DEFAULT_LAYOUT = "NHWC"  # chosen by measurement: see docs/performance.md
 
 
@@ -177,7 +127,7 @@ class Conv:
 
 @dataclass
 class BlockPlan:
-    names: object  # resnet.Block: trace names
+    names: object  # resnet.Block: trace names and geometry
     stride: int
     convs: tuple  # three Conv
     shortcut: Conv | None
@@ -208,22 +158,17 @@ def build_plan(params, names, depths=DEPTHS, dtype=np.float32, layout=DEFAULT_LA
     dtype = np.dtype(dtype)
     conv, norm, _, _ = names.stem()
     stem = _fold(params, conv, norm, lay, dtype, stride=2, pad=3)
-    stages = []
-    for s, depth in enumerate(depths):
-        blocks = []
-        for i in range(depth):
-            block = names.block(s, i)
-            stride = 2 if (i == 0 and s > 0) else 1
-            c1 = _fold(params, block.convs[0], block.norms[0], lay, dtype)
-            c2 = _fold(params, block.convs[1], block.norms[1], lay, dtype, stride=stride, pad=1)
-            c3 = _fold(params, block.convs[2], block.norms[2], lay, dtype)
-            sc = None if block.shortcut is None else _fold(params, *block.shortcut, lay, dtype, stride=stride)
-            out_bias = c3.b if sc is None else c3.b + sc.b
-            # Two padded buffers serve all stages (a stage's first block has its own shape);
-            # the border is re-zeroed when the shape changes, which costs little.
-            pad_role = "padded first" if i == 0 else "padded rest"
-            blocks.append(BlockPlan(block, stride, (c1, c2, c3), sc, out_bias, pad_role))
-        stages.append(blocks)
+    stages = [[] for _ in depths]
+    for block in blocks(names, depths):
+        c1 = _fold(params, block.convs[0], block.norms[0], lay, dtype)
+        c2 = _fold(params, block.convs[1], block.norms[1], lay, dtype, stride=block.stride, pad=1)
+        c3 = _fold(params, block.convs[2], block.norms[2], lay, dtype)
+        sc = None if block.shortcut is None else _fold(params, *block.shortcut, lay, dtype, stride=block.stride)
+        out_bias = c3.b if sc is None else c3.b + sc.b
+        # Two padded buffers serve all stages (a stage's first block has its own shape);
+        # the border is re-zeroed when the shape changes, which costs little.
+        pad_role = "padded first" if block.index == 0 else "padded rest"
+        stages[block.stage].append(BlockPlan(block, block.stride, (c1, c2, c3), sc, out_bias, pad_role))
     return Plan(lay, dtype, names, stem, stages)
 
 
@@ -238,12 +183,10 @@ _PLANS_LOCK = threading.Lock()
 def _source_keys(names, depths):
     conv, norm, _, _ = names.stem()
     pairs = [(conv, norm)]
-    for s, depth in enumerate(depths):
-        for i in range(depth):
-            block = names.block(s, i)
-            pairs += list(zip(block.convs, block.norms))
-            if block.shortcut is not None:
-                pairs.append(block.shortcut)
+    for block in blocks(names, depths):
+        pairs += list(zip(block.convs, block.norms))
+        if block.shortcut is not None:
+            pairs.append(block.shortcut)
     keys = []
     for c, n in pairs:
         keys += [c + ".weight"] + [f"{n}.{k}" for k in ("weight", "bias", "running_mean", "running_var")]
@@ -347,7 +290,7 @@ def release_buffers():
 # --- the forward ------------------------------------------------------------------------------
 #
 # The three kinds of work, kept in three small functions so that a profiler can time them
-# (refimpl/bench.py): `im2col` (the one copy), `gemm` (BLAS), everything else (bias, ReLU,
+# (refimpl/perf/bench.py): `im2col` (the one copy), `gemm` (BLAS), everything else (bias, ReLU,
 # residual, pooling, layout changes).
 
 def im2col(layout, xp, k, stride, ho, wo, out):
@@ -469,9 +412,9 @@ def run(p, x, trace=None, keep_stages=True):
     a, h, w = stem(p, ws, x, trace)
     role = None  # the reused buffer holding `a`, if any (the pool's is not one of the two below)
     features = []
-    for s, blocks in enumerate(p.stages):
-        for i, bp in enumerate(blocks):
-            if i == len(blocks) - 1 and keep_stages:
+    for s, stage in enumerate(p.stages):
+        for i, bp in enumerate(stage):
+            if i == len(stage) - 1 and keep_stages:
                 ho = ops.conv_output_size(h, 3, bp.stride, 1)
                 wo = ops.conv_output_size(w, 3, bp.stride, 1)
                 out, role = np.empty(p.layout.shape(n, bp.convs[2].c_out, ho, wo), p.dtype), None

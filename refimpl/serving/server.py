@@ -17,7 +17,7 @@ missing or wrong `Authorization: Bearer` when the server has a token (10000); 40
 (3042) or unknown route (7000); 405 a method other than POST on the route (7001); 413 body larger
 than `max_body` (3006); 500 weights cannot be loaded (5007) or an internal error (3000).
 
-Query options select the output shape (see refimpl.contract): `?top_k=3&labels=raw` for
+Query options select the output shape (see refimpl.serving.contract): `?top_k=3&labels=raw` for
 ResNet-50; `?shape=hosted`, `?threshold=0.7`, `?threshold=none`, `?shape=hosted&wrap_uint16=1`
 for DETR. Unknown options are a 400.
 
@@ -40,8 +40,11 @@ import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from . import contract
-from .errors import (
+from refimpl import registry
+from refimpl.models import check_path
+from refimpl.serving import contract
+from refimpl.serving.schemas import envelope
+from refimpl.errors import (
     AuthenticationError,
     IncompleteRequestError,
     InvalidJSONError,
@@ -58,14 +61,6 @@ DEFAULT_MAX_BODY = 10 * 1024 * 1024
 DRAIN_LIMIT = 64 * 1024 * 1024  # unread bodies up to this size are read and dropped before answering
 INTERNAL_ERROR_CODE = 3000  # refimpl's choice: the hosted API publishes no code for this
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-
-
-def envelope(result=None, error=None):
-    """The hosted API's response envelope; `error` is a RefimplError (or None for success)."""
-    if error is None:
-        return {"result": result, "success": True, "errors": [], "messages": []}
-    return {"result": None, "success": False, "errors": [{"code": int(error.code), "message": str(error)}],
-            "messages": []}
 
 
 def parse_route(path):
@@ -132,7 +127,7 @@ class ContractHandler(BaseHTTPRequestHandler):
         self._check_token()
         body = self._read_body()
         model = route[1]
-        contract.model_key(model)  # 404 for unknown models, before looking at the body
+        registry.get(model)  # 404 for unknown models, before looking at the body
         try:
             query = dict(parse_qsl(url.query, keep_blank_values=True, strict_parsing=False))
         except ValueError as e:
@@ -293,8 +288,8 @@ class ContractServer(ThreadingHTTPServer):
     """The hosted API's route on a ThreadingHTTPServer.
 
     token: require `Authorization: Bearer <token>` (None: open). max_body: bytes (413 above).
-    weights: {model key or name: folder or repo id} for the models (default: run()'s default,
-    the environment variables, then the official repos). revision, dtype: as for run().
+    weights: {model name (any alias): folder or repo id} for the models (default: run()'s default,
+    the environment variables, then the official repos). revision, dtype, path: as for run().
     concurrency: how many requests may run a model at once (others wait; default 1: numpy's
     BLAS already uses every core, and two forward passes at once were 1.2-4x slower in total than
     one after the other on the 2-core machine this was written on). log: a callable taking one
@@ -306,16 +301,17 @@ class ContractServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address=("127.0.0.1", 8787), token=None, max_body=DEFAULT_MAX_BODY, weights=None,
-                 revision="main", dtype="float32", concurrency=1, log=None):
+                 revision=None, dtype="float32", concurrency=1, log=None, path="fast"):
         if max_body < 1:
             raise ValueError(f"max_body must be at least 1 byte, got {max_body}")
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.token = token or None
         self.max_body = int(max_body)
-        self.weights = {k if k in contract.HOSTED_NAME else contract.model_key(k): v for k, v in (weights or {}).items() if v}
+        self.weights = {registry.get(k).name: v for k, v in (weights or {}).items() if v}
         self.revision = revision
         self.dtype = dtype
+        self.path = check_path(path)
         self.model_slots = threading.BoundedSemaphore(concurrency)
         self._log = log or _stderr_log
         super().__init__(address, ContractHandler)
@@ -331,8 +327,8 @@ class ContractServer(ThreadingHTTPServer):
         return f"{self.url}/client/v4/accounts/{account_id}/ai/run/{model}"
 
     def loading_options(self, model):
-        key = contract.model_key(model)
-        return {"weights": self.weights.get(key), "revision": self.revision, "dtype": self.dtype}
+        spec = registry.get(model)
+        return {"weights": self.weights.get(spec.name), "revision": self.revision, "dtype": self.dtype, "path": self.path}
 
     def preload(self, models):
         """Load `models` now (so the first request is not slow, and missing weights show at start)."""

@@ -1,7 +1,7 @@
 """Traces: every named intermediate of one run of the full pipeline, with the metadata to reproduce it.
 
-    >>> from refimpl.trace import trace, save_trace, load_trace
-    >>> tensors, metadata = trace("examples/cat.png", model="resnet-50", dtype="float64")
+    >>> from refimpl.conformance.trace import trace, save_trace, load_trace
+    >>> tensors, metadata = trace("examples/cat.png", model="resnet-50", dtype="float64", path="reference")
     >>> list(tensors)[:3]          # data-flow order
     ['image', 'pixel_values', 'resnet.embedder.embedder']
     >>> save_trace("cat.trace.safetensors", tensors, metadata)
@@ -17,14 +17,16 @@ Tensor names (the trace's contract with other implementations; see docs/conforma
   DETR `model.encoder.layers.3`, `model.decoder.layers.5.encoder_attn.attn_weights`, ...
 
 Everything is kept exactly as computed: batch dimension included (1), NCHW layout, the run's dtype.
-A traced run is the readable reference code (resnet.py, detr.py); the final output recorded in
-the metadata is computed from the traced tensors. (Untraced calls such as `refimpl classify` run
-the BN-folded fast path, equal within float rounding.)
+`path` says which code ran: "reference" (the default here: refimpl/models/resnet.py and detr.py,
+the code the tests hold against transformers) or "fast" (refimpl/models/fast.py's BN-folded
+backbone; it records the same names). The metadata records the path, and the final output it
+stores is exactly what `refimpl classify`/`detect`/`run` prints on that path: recording a trace
+changes no bit of the computation.
 
 File format: a plain safetensors file. Its `__metadata__` (string -> string, as safetensors
 requires) holds one JSON text per key: `format`, `refimpl_version`, `model`, `hosted_model`,
 `weights` (source, revision, commit, sha256 of model.safetensors), `input` (sha256 and size of the
-input bytes, file name), `dtype`, `preprocessing` (the checkpoint's preprocessor_config.json),
+input bytes, file name), `dtype`, `path`, `preprocessing` (the checkpoint's preprocessor_config.json),
 `environment` (python, numpy, BLAS as numpy reports it), `output` (the final contract output, the
 hosted API's JSON), `output_options`, and `tensor_order`: safetensors readers sort tensor names,
 so the data-flow order is stored here. The file is written by `save_trace` itself, byte for byte
@@ -32,123 +34,32 @@ deterministic (no timestamps; header keys in a fixed order; tensor data packed l
 item size first so every tensor is aligned).
 """
 
-import hashlib
 import json
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from refimpl import __version__, registry
+from refimpl.pipeline.decode import decode_image, read_image
+from refimpl.pipeline.loaded import image_array
+from refimpl.provenance import environment, sha256_bytes
 
 FORMAT = "refimpl-trace/1"
-MODELS = ("resnet-50", "detr-resnet-50")
-HOSTED = {"resnet-50": "@cf/microsoft/resnet-50", "detr-resnet-50": "@cf/facebook/detr-resnet-50"}
-ALIASES = {
-    "resnet-50": "resnet-50", "resnet50": "resnet-50", "microsoft/resnet-50": "resnet-50",
-    "@cf/microsoft/resnet-50": "resnet-50",
-    "detr-resnet-50": "detr-resnet-50", "detr": "detr-resnet-50", "facebook/detr-resnet-50": "detr-resnet-50",
-    "@cf/facebook/detr-resnet-50": "detr-resnet-50",
-}
 
-# numpy dtype <-> safetensors dtype tag
+# numpy dtype -> safetensors dtype tag
 ST_DTYPES = {
     np.dtype("float64"): "F64", np.dtype("float32"): "F32", np.dtype("float16"): "F16",
     np.dtype("int64"): "I64", np.dtype("int32"): "I32", np.dtype("int16"): "I16", np.dtype("int8"): "I8",
     np.dtype("uint64"): "U64", np.dtype("uint32"): "U32", np.dtype("uint16"): "U16", np.dtype("uint8"): "U8",
     np.dtype("bool"): "BOOL",
 }
-NP_DTYPES = {v: k for k, v in ST_DTYPES.items()}
-
-
-# --- models -------------------------------------------------------------------------------------
-
-def model_id(model):
-    """Canonical model id ("resnet-50" or "detr-resnet-50") of a name or a loaded model."""
-    if isinstance(model, str):
-        key = model.strip().lower()
-        if key not in ALIASES:
-            raise ValueError(f"unknown model {model!r}: expected one of {', '.join(MODELS)} (or the hosted/hub names)")
-        return ALIASES[key]
-    kind = type(model).__name__
-    if kind == "ResNet50":
-        return "resnet-50"
-    if kind.upper().startswith("DETR"):
-        return "detr-resnet-50"
-    raise TypeError(f"model must be a model name or a loaded refimpl model, got {kind}")
-
-
-def load_model(model, weights=None, revision="main", dtype="float32"):
-    """Load `model` ("resnet-50" / "detr-resnet-50", or the hosted and hub names of either)."""
-    from . import api
-
-    name = model_id(model)
-    if name == "resnet-50":
-        return api.load_resnet50(weights, revision, dtype)
-    if not hasattr(api, "load_detr"):
-        raise ValueError("DETR is not available in this version of refimpl")
-    return api.load_detr(weights, revision, dtype)
-
-
-def model_dtype(model):
-    return np.dtype(model.dtype).name
-
-
-def run_pipeline(model, pixels, trace=None, **options):
-    """Decoded image (H, W, 3) uint8 -> (final contract output, output options), every
-    intermediate recorded in `trace` (a dict) in data-flow order, starting with `image`.
-
-    options are run()'s output options (refimpl.contract): `top_k`, `labels` for ResNet-50;
-    `shape` ("reference" or "hosted"), `threshold`, `wrap_uint16` for DETR."""
-    from . import contract
-
-    name = model_id(model)
-    opts = contract.output_options(HOSTED[name], options)
-    if trace is not None:
-        trace["image"] = pixels
-    if name == "resnet-50":
-        logits = model.forward(model.preprocess([pixels]), trace)
-        return model.postprocess(logits[0], top_k=opts["top_k"], labels=opts["labels"]), opts
-    pixel_values, pixel_mask, _ = model.preprocess([pixels])
-    outputs = model.forward(pixel_values, pixel_mask, trace)
-    detections = model.postprocess(outputs, [pixels.shape[:2]], threshold=opts["threshold"])[0]
-    if opts["shape"] == "hosted":
-        detections = contract.hosted_shape(detections, opts["wrap_uint16"])
-    return detections, opts
 
 
 # --- provenance ---------------------------------------------------------------------------------
 
-def sha256_bytes(data):
-    return hashlib.sha256(data).hexdigest()
-
-
-def environment():
-    """What computed the numbers: Python, numpy and its BLAS (as numpy itself reports them)."""
-    env = {"python": platform.python_version(), "machine": platform.machine(), "numpy": np.__version__}
-    try:
-        config = np.show_config(mode="dicts")
-    except Exception:  # noqa: BLE001 - older numpy: no dict mode; versions are still recorded
-        config = {}
-    deps = config.get("Build Dependencies", {})
-    for lib in ("blas", "lapack"):
-        if lib in deps:
-            env[lib] = {k: deps[lib].get(k) for k in ("name", "version", "openblas configuration") if deps[lib].get(k)}
-    simd = config.get("SIMD Extensions", {})
-    if simd:
-        env["simd"] = {"baseline": simd.get("baseline", []), "found": simd.get("found", [])}
-    blas_env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS") if k in os.environ}
-    if blas_env:
-        env["blas_environment"] = blas_env
-    return env
-
-
 def _input(image):
     """(decoded pixels, input record) for bytes, a path or an (H, W, 3) uint8 array."""
-    from .api import image_array
-    from .decode import decode_image, read_image
-
     if isinstance(image, np.ndarray):
         pixels = image_array(image)
         record = {"kind": "pixels", "sha256": sha256_bytes(np.ascontiguousarray(pixels).tobytes()),
@@ -175,12 +86,14 @@ def weights_record(model):
 
 # --- the API --------------------------------------------------------------------------------------
 
-def trace(image, model="resnet-50", weights=None, revision="main", dtype="float32", **options):
+def trace(image, model="resnet-50", weights=None, revision=None, dtype="float32", path="reference", **options):
     """Run the whole pipeline on one image and keep every named intermediate.
 
     image: encoded bytes, a path, or an (H, W, 3) uint8 array.
-    model: "resnet-50" or "detr-resnet-50" (or "@cf/..."/hub names), or an already loaded model
-        (then `weights`, `revision` and `dtype` are the model's own and are ignored).
+    model: any name the registry accepts ("resnet-50", "@cf/facebook/detr-resnet-50", ...), or an
+        already loaded model (then `weights`, `revision`, `dtype` and `path` are the model's own
+        and are ignored).
+    path: "reference" (default: the code held against transformers) or "fast".
     options: the output options of `refimpl.run` (`top_k`, `labels` for ResNet-50; `shape`,
         `threshold`, `wrap_uint16` for DETR), recorded in the metadata as `output_options`.
 
@@ -188,19 +101,20 @@ def trace(image, model="resnet-50", weights=None, revision="main", dtype="float3
     module docstring for the names); metadata a JSON-able dict (see the module docstring).
     """
     if isinstance(model, str):
-        model = load_model(model, weights, revision, dtype)
+        model = registry.load(model, weights, revision, dtype, path)
+    spec = registry.spec_of(model)
     pixels, input_record = _input(image)
     tensors = {}
-    output, output_options = run_pipeline(model, pixels, tensors, **options)
-    name = model_id(model)
+    output, output_options = model.predict(pixels, tensors, **options)
     metadata = {
         "format": FORMAT,
         "refimpl_version": __version__,
-        "model": name,
-        "hosted_model": HOSTED[name],
+        "model": spec.name,
+        "hosted_model": spec.hosted_name,
+        "path": model.path,
         "weights": weights_record(model),
         "input": input_record,
-        "dtype": model_dtype(model),
+        "dtype": np.dtype(model.dtype).name,
         "preprocessing": model.checkpoint.preprocessor,
         "environment": environment(),
         "output": to_jsonable(output),

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synth import RESNET50_CONFIG, calibration_images, randomize_batch_norms
+from refimpl.synth.resnet import RESNET50_CONFIG, calibration_images, randomize_batch_norms
 
 # facebook/detr-resnet-50's config.json id2label: the 91 COCO category ids (1..90 plus 0), with
 # "N/A" for the ids COCO never used (0, 12, 26, 29, 30, 45, 66, 68, 69, 71, 83). The classifier

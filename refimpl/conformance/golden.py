@@ -1,6 +1,6 @@
 """Golden test sets: self-describing reference data another implementation checks itself against.
 
-    >>> from refimpl.golden import export
+    >>> from refimpl.conformance.golden import export
     >>> manifest = export("golden/", model="resnet-50", images=["examples/cat.png"])
 
 In the spirit of ONNX's backend test data (`test_data_set_0/input_0.pb, output_0.pb`), but with
@@ -20,36 +20,25 @@ Deterministic: the same images, weights and versions give byte-identical files (
 sorted JSON keys, `np.save` and `save_trace` write no clocks or random state).
 """
 
-import hashlib
 import json
 import re
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .compare import DEFAULT_ATOL, DEFAULT_RTOL, save_npy_folder
-from .trace import HOSTED, environment, load_model, model_id, save_trace, trace, weights_record
+from refimpl import __version__, registry
+from refimpl.conformance.compare import save_npy_folder
+from refimpl.conformance.judge import Tolerances
+from refimpl.conformance.trace import save_trace, trace, weights_record
+from refimpl.provenance import environment, sha256_file
 
 FORMAT = "refimpl-golden/1"
 FORMATS = ("npy", "safetensors")
 
-# Recommended tolerances per model for float32 implementations, on the compare rule
-# max|A - B| <= atol + rtol * max|B|. Measured here: float32 vs float64 stays below ~1e-5
-# relative for ResNet-50 and ~5e-5 for DETR (attention weights, box head), see docs/conformance.md.
-TOLERANCES = {
-    "resnet-50": {"rtol": DEFAULT_RTOL, "atol": DEFAULT_ATOL},
-    "detr-resnet-50": {"rtol": 1e-3, "atol": 1e-5},
-}
-
-
 def _json(obj):
     return json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=True, allow_nan=False) + "\n"
-
-
-def sha256_file(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def synthetic_images():
@@ -95,16 +84,17 @@ def _prepare_out(out, overwrite):
     return out
 
 
-def export(out, model="resnet-50", images=None, weights=None, revision="main", dtype="float32",
-           format="npy", overwrite=False, progress=None, **options):
+def export(out, model="resnet-50", images=None, weights=None, revision=None, dtype="float32",
+           format="npy", overwrite=False, progress=None, path="reference", **options):
     """Write a golden set for `images` (paths, or {name: bytes}; default: two synthetic images)
-    to the folder `out`. model: a name or a loaded model. options: output options as for
-    `refimpl.run` (top_k, threshold, ...). Returns the manifest (a dict)."""
+    to the folder `out`. model: a name or a loaded model. path: "reference" (default; the code
+    held against transformers) or "fast", recorded in the manifest. options: output options as
+    for `refimpl.run` (top_k, threshold, ...). Returns the manifest (a dict)."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     if isinstance(model, str):
-        model = load_model(model, weights, revision, dtype)
-    name = model_id(model)
+        model = registry.load(model, weights, revision, dtype, path)
+    spec = registry.spec_of(model)
     if images is None or (not isinstance(images, dict) and not images):
         inputs = synthetic_images()
     elif isinstance(images, dict):
@@ -150,14 +140,12 @@ def export(out, model="resnet-50", images=None, weights=None, revision="main", d
             "output": metadata["output"],
             "tensors": entries,
         })
-    from .judge import Tolerances
-    from dataclasses import asdict
-
     manifest = {
         "format": FORMAT,
         "refimpl_version": __version__,
-        "model": name,
-        "hosted_model": HOSTED[name],
+        "model": spec.name,
+        "hosted_model": spec.hosted_name,
+        "path": model.path,
         "dtype": np.dtype(model.dtype).name,
         "weights": weights_record(model),
         "preprocessing": model.checkpoint.preprocessor,
@@ -168,7 +156,7 @@ def export(out, model="resnet-50", images=None, weights=None, revision="main", d
                   "data-flow order = the order of each case's `tensors` list",
         "tolerances": {
             "rule": "per tensor: max|yours - golden| <= atol + rtol * max|golden|",
-            **TOLERANCES[name],
+            **spec.compare_tolerance,
             "output": asdict(Tolerances()),
         },
         "cases": cases,

@@ -37,7 +37,7 @@ from numbers import Real
 import numpy as np
 from PIL import Image
 
-from .errors import InvalidInputError, PreprocessorConfigError
+from refimpl.errors import InvalidInputError, PreprocessorConfigError
 
 # Pillow's resampling filters, by the integer a preprocessor_config.json stores.
 RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}

@@ -1,0 +1,155 @@
+"""Audit a folder: every image against its claimed response (NAME.json beside NAME.jpg), one JSON
+line per image in a results file, resumable.
+
+    >>> from refimpl.conformance.audit_dir import audit_dir
+    >>> summary = audit_dir("photos/", model="detr-resnet-50")   # photos/NAME.json beside NAME.jpg
+
+Each image is judged by `refimpl.conformance.audit.audit`; see there for the verdicts.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from refimpl import registry
+from refimpl.conformance import judge as judging
+from refimpl.conformance.audit import AuditResult, _contract_output, audit
+from refimpl.errors import RefimplError, WeightsError
+from refimpl.provenance import sha256_bytes
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+def find_images(folder):
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such folder: {folder}")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_records(path):
+    """Complete JSONL records of an earlier run. A last line cut short by an interruption is
+    dropped from the file (truncated), so the next record starts on a fresh line."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    records, good_end, pos = [], 0, 0
+    for line in data.splitlines(keepends=True):
+        pos += len(line)
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            rec = None
+        if isinstance(rec, dict) and "image" in rec and line.endswith(b"\n"):
+            records.append(rec)
+            good_end = pos
+    if good_end < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good_end)
+    return records
+
+
+def audit_dir(folder, model="resnet-50", out=None, tolerances=None, accept=(), restart=False, limit=None,
+              progress=True, weights=None, revision=None, dtype="float32", path="fast"):
+    """Audit every image of `folder` against its claimed response `NAME.json` (when present).
+
+    Results go to `out` (default FOLDER/audit.jsonl), one JSON line per image, written as each
+    image is done; a rerun skips the images already in the file (resume), `restart=True` starts
+    over. `limit`: audit at most this many new images in this run. Returns the summary (dict) of
+    every record in `out`."""
+    folder = Path(folder)
+    name = registry.get(model).hosted_name
+    out = Path(out) if out else folder / "audit.jsonl"
+    images = find_images(folder)
+    if restart and out.exists():
+        out.unlink()
+    records = read_records(out)
+    others = sorted({r.get("model") for r in records} - {name})
+    if others:
+        raise ValueError(f"{out} holds results for {', '.join(map(str, others))}, not {name}: "
+                         "pass another --out or --restart")
+    done = {r["image"] for r in records}
+    todo = [p for p in images if p.name not in done]
+    if limit is not None:
+        todo = todo[:limit]
+    stream = progress if hasattr(progress, "write") else sys.stderr
+    # tqdm redraws in place on a terminal and stays quiet elsewhere (logs, CI, pipes).
+    bar = tqdm(total=len(todo), file=stream, unit="image", disable=not progress or not _isatty(stream))
+    loading = {"weights": weights, "revision": revision, "dtype": dtype, "path": path}
+    try:
+        with open(out, "a", encoding="utf-8") as f:
+            for image in todo:
+                rec = _audit_one(image, name, tolerances, accept, loading)
+                f.write(json.dumps(rec, sort_keys=True, allow_nan=False, default=judging.json_default) + "\n")
+                f.flush()
+                records.append(rec)
+                bar.set_postfix_str(f"{image.name}: {rec['status']}", refresh=False)
+                bar.update(1)
+    finally:
+        bar.close()
+    return summarize(records, images, folder, out, len(todo))
+
+
+def _audit_one(image, name, tolerances, accept, loading):
+    claim = image.with_suffix(".json")
+    try:
+        if claim.is_file():
+            rec = audit(image, claim, name, tolerances, accept, **loading).to_dict()
+            rec["claimed"] = claim.name
+        else:
+            data = image.read_bytes()
+            try:
+                reference, _ = judging.reference(name, data, top_k=5, **loading)
+                reference = _contract_output(name, reference, tolerances or judging.Tolerances())
+                problems = []
+            except RefimplError as e:
+                reference, problems = None, [f"refimpl refuses this image: {e}"]
+            rec = AuditResult(image.name, name, "no-claim", True, reference=reference, input_sha256=sha256_bytes(data),
+                              problems=problems).to_dict()
+    except WeightsError:  # no model, no audit: stop the run (it resumes once the weights are there)
+        raise
+    except (OSError, RefimplError) as e:  # this image only: an unreadable file, ...
+        rec = AuditResult(image.name, name, "error", False, problems=[f"{type(e).__name__}: {e}"]).to_dict()
+    rec["image"] = image.name
+    return rec
+
+
+def summarize(records, images, folder, out, audited_now):
+    by_status = {}
+    for r in records:
+        by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+    names = {p.name for p in images}
+    stems = {p.stem for p in images}
+    bad = [r for r in records if r["exit_code"] != 0]
+    orphans = sorted(p.name for p in Path(folder).glob("*.json") if p.stem not in stems)
+    return {
+        "folder": str(folder), "out": str(out), "images": len(images), "recorded": len(records),
+        "audited_now": audited_now, "remaining": len(names - {r["image"] for r in records}),
+        "by_status": dict(sorted(by_status.items())),
+        "not_agreeing": [{"image": r["image"], "status": r["status"],
+                          "first_problem": (r["problems"] or [None])[0]} for r in bad],
+        "claims_without_image": orphans,
+        "ok": not bad,
+    }
+
+
+def format_summary(s):
+    lines = [f"audit-dir {s['folder']}: {s['recorded']} of {s['images']} image(s) recorded in {s['out']} "
+             f"({s['audited_now']} audited in this run, {s['remaining']} remaining)"]
+    lines.append("  " + ", ".join(f"{k}: {v}" for k, v in s["by_status"].items()) if s["by_status"] else "  nothing audited")
+    for r in s["not_agreeing"]:
+        lines.append(f"  {r['status']:<10} {r['image']}: {r['first_problem'] or ''}")
+    if s["claims_without_image"]:
+        lines.append(f"  claims without an image (ignored): {', '.join(s['claims_without_image'])}")
+    verdict = "every recorded claim agrees with the reference" if s["ok"] else f"{len(s['not_agreeing'])} image(s) do not agree"
+    if s["remaining"]:
+        verdict += f"; {s['remaining']} image(s) not audited yet (rerun to continue)"
+    lines.append("verdict: " + verdict)
+    return "\n".join(lines)
+
+
+def _isatty(stream):
+    return hasattr(stream, "isatty") and stream.isatty()

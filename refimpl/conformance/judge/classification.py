@@ -1,0 +1,81 @@
+"""Judging a classification claim: the same labels in the same order, scores matched by label."""
+
+from refimpl.errors import short
+from refimpl.pipeline.postprocess import seed_label
+
+from .scores import judge_scores
+from .verdict import finite_number, name_signature
+
+HOSTED_TOP_K = 5  # the hosted API answers with this many labels
+
+
+def judge_classification(v, result, reference, tol):
+    """Fill `v` with the comparison of a claimed label list with the reference's."""
+    claimed = read_claimed(v, result)
+    ref = [(r["label"], float(r["score"])) for r in reference]
+    claimed_labels, ref_labels = undo_label_style(v, [lab for lab, _ in claimed], [lab for lab, _ in ref])
+    if len(claimed) != len(ref):
+        v.problems.append(f"{len(claimed)} labels claimed, the reference has {len(ref)}")
+    pairs, labels_agree = compare_ranks(v, claimed_labels, [s for _, s in claimed], ref_labels,
+                                        [s for _, s in ref], tol)
+    v.stats.update(n_claimed=len(claimed), n_reference=len(ref), matched=len(pairs), labels_agree=labels_agree,
+                   max_score_diff=max(abs(c - r) for c, r in pairs) if pairs else None)
+    judge_scores(v, pairs, tol, labels_agree, None)
+    if len(claimed) != HOSTED_TOP_K:
+        v.notes.append(f"{len(claimed)} labels; the hosted API returns {HOSTED_TOP_K}")
+
+
+def read_claimed(v, result):
+    """The claimed (label, score) items; an item without a string label and a finite score is a
+    problem and is left out."""
+    items = []
+    for i, item in enumerate(result):
+        if not isinstance(item, dict) or not isinstance(item.get("label"), str) or not finite_number(item.get("score")):
+            v.problems.append(f"item {i} lacks a string label and a finite number score: {short(item, 80)}")
+            continue
+        items.append((item["label"], float(item["score"])))
+    return items
+
+
+def undo_label_style(v, claimed_labels, ref_labels):
+    """Labels in another style ("Persian cat" for "PERSIAN CAT") -> the label_style signature, and
+    both lists in the seed's style; otherwise both lists unchanged."""
+    if claimed_labels == ref_labels:
+        return claimed_labels, ref_labels
+    norm_c = [seed_label(x) for x in claimed_labels]
+    norm_r = [seed_label(x) for x in ref_labels]
+    same_before = sum(a == b for a, b in zip(claimed_labels, ref_labels))
+    if sum(a == b for a, b in zip(norm_c, norm_r)) <= same_before:
+        return claimed_labels, ref_labels
+    example = next(c for c, r in zip(claimed_labels, ref_labels) if c != r)
+    name_signature(v, "label_style", f"labels differ only in style, e.g. {example!r}; compared as "
+                   "first comma-separated name, upper-cased")
+    return norm_c, norm_r
+
+
+def compare_ranks(v, claimed_labels, claimed_scores, ref_labels, ref_scores, tol):
+    """One row per rank: the same label (or a near tie), and the score difference of each claimed
+    label the reference also has -> ((claimed, reference) score pairs, whether the labels agree)."""
+    ref_score = dict(zip(ref_labels, ref_scores))
+    pairs, labels_agree = [], True
+    for rank in range(max(len(claimed_labels), len(ref_labels))):
+        c_label, c_score = (claimed_labels[rank], claimed_scores[rank]) if rank < len(claimed_labels) else (None, None)
+        r_label, r_score = (ref_labels[rank], ref_scores[rank]) if rank < len(ref_labels) else (None, None)
+        diff = None
+        if c_label is not None and c_label in ref_score:
+            diff = abs(c_score - ref_score[c_label])
+            pairs.append((c_score, ref_score[c_label]))
+        ok = c_label == r_label
+        if not ok and c_label is not None and r_label is not None and c_label in ref_score:
+            gap = abs(ref_score[c_label] - r_score)
+            if gap <= tol.score_atol:
+                ok = True
+                v.notes.append(f"rank {rank + 1}: {c_label!r} instead of {r_label!r}, a near tie "
+                               f"(reference scores differ by {gap:.2g})")
+        if not ok and c_label is not None and r_label is not None:
+            labels_agree = False
+            v.problems.append(f"rank {rank + 1}: label {c_label!r}, the reference has {r_label!r}")
+        v.rows.append({"rank": rank + 1, "reference_label": r_label, "reference_score": r_score,
+                       "claimed_label": c_label, "claimed_score": c_score, "score_diff": diff,
+                       "ok": bool(ok and (diff is None or diff <= tol.score_atol))})
+    return pairs, labels_agree

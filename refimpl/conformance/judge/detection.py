@@ -1,0 +1,294 @@
+"""Judging a detection claim: undo the box signatures, pair claimed and reference detections by
+IoU, compare the pairs, and report what is left unpaired."""
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from refimpl.errors import short
+from refimpl.pipeline.postprocess import BOX_KEYS
+
+from .scores import judge_scores
+from .stats import box_iou
+from .verdict import finite_number, name_signature
+
+UINT16_HALF, UINT16_SPAN = 32768, 65536  # a wrapped negative corner lies in [32768, 65535]
+NORMALIZED_SLACK = 0.02  # normalized corners may stray this far outside [0, 1]
+ROUNDING_PX = 1.0  # the extra corner tolerance of integer boxes (truncation moves a corner by < 1 px)
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Detections as arrays: corners (n, 4) as (xmin, ymin, xmax, ymax), scores (n,), labels, and
+    each one's index in the list it came from (a claim's malformed items are left out)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: list
+    index: list
+
+    def __len__(self):
+        return len(self.labels)
+
+    def above(self, threshold):
+        """How many score above `threshold`."""
+        return int(np.sum(self.scores > threshold))
+
+
+def judge_detection(v, result, reference, tol, image_size):
+    """Fill `v` with the comparison of claimed detections with the reference's (every query, or
+    those above the threshold)."""
+    # read the claimed items
+    claimed, ref = read_claimed(v, result), read_reference(reference)
+    v.stats.update(n_claimed=len(claimed), n_reference=len(ref), n_reference_above_threshold=ref.above(tol.threshold))
+    note_score_order(v, claimed, ref)
+    # undo the signatures
+    undone = undo_box_signatures(v, claimed, ref, image_size)
+    if undone is None:
+        return
+    claimed, ref, corner_slack = undone
+    recognise_no_threshold(v, claimed, ref, tol)
+    # pair, compare the pairs, report the unpaired
+    iou = box_iou(claimed.boxes, ref.boxes)
+    pairs = pair_detections(claimed, ref, iou, tol)
+    boxes = compare_pairs(v, claimed, ref, pairs, iou, tol, corner_slack)
+    missing = report_missing(v, ref, pairs, tol)
+    labels_agree = not missing
+    score_pairs = [(claimed.scores[i], ref.scores[j]) for i, j in pairs]
+    scale_ok = judge_scores(v, score_pairs, tol, labels_agree, boxes["ok"])
+    extra, low = report_unpaired_claims(v, claimed, pairs, tol, scale_ok)
+    v.stats.update(matched=len(pairs), missing=len(missing), extra=len(extra), unmatched_low=len(low),
+                   min_iou=boxes["min_iou"], max_corner_px=boxes["max_corner_px"],
+                   min_iou_all=boxes["min_iou_all"], labels_agree=labels_agree,
+                   boxes_agree=bool(boxes["ok"] and labels_agree))
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def read_claimed(v, result):
+    """The claimed detections; an item without a string label, a finite score and a box of four
+    finite numbers is a problem and is left out."""
+    keep, boxes, scores, labels = [], [], [], []
+    for i, item in enumerate(result):
+        box = item.get("box") if isinstance(item, dict) else None
+        if (not isinstance(item, dict) or not isinstance(item.get("label"), str) or not finite_number(item.get("score"))
+                or not isinstance(box, dict) or not all(finite_number(box.get(k)) for k in BOX_KEYS)):
+            v.problems.append(f"item {i} lacks a string label, a finite score and a box of four finite "
+                              f"numbers: {short(item, 80)}")
+            continue
+        keep.append(i)
+        boxes.append([float(box[k]) for k in BOX_KEYS])
+        scores.append(float(item["score"]))
+        labels.append(item["label"])
+    return Detections(np.array(boxes, dtype=np.float64).reshape(-1, 4), np.array(scores, dtype=np.float64),
+                      labels, keep)
+
+
+def read_reference(reference):
+    """refimpl's reference-shape detections."""
+    return Detections(np.array([[float(d["box"][k]) for k in BOX_KEYS] for d in reference],
+                               dtype=np.float64).reshape(-1, 4),
+                      np.array([float(d["score"]) for d in reference], dtype=np.float64),
+                      [d["label"] for d in reference], list(range(len(reference))))
+
+
+def note_score_order(v, claimed, ref):
+    """Claims sorted by score are worth a note: DETR's own order is the query order."""
+    if len(claimed) > 1 and _descending(claimed.scores) and not (len(ref) > 1 and _descending(ref.scores)):
+        v.notes.append("claimed detections are sorted by score (the reference keeps DETR's query order)")
+
+
+def _descending(scores):
+    return bool(np.all(np.diff(scores) <= 0))
+
+
+# --- the signatures -----------------------------------------------------------------------------
+
+
+def undo_box_signatures(v, claimed, ref, image_size):
+    """Name and undo the box signatures -> (claimed, reference, extra corner tolerance in px), or
+    None when the boxes cannot be compared (normalized boxes and no image size)."""
+    if not len(claimed):
+        return claimed, ref, 0.0
+    claimed = unwrap_uint16(v, claimed, image_size)
+    claimed, ref, corner_slack = undo_integer_rounding(v, claimed, ref)
+    claimed = scale_normalized(v, claimed, ref, image_size)
+    if claimed is None:
+        return None
+    return claimed, ref, corner_slack
+
+
+def unwrap_uint16(v, claimed, image_size):
+    """Integer corners in 32768..65535 are negative corners stored as unsigned 16-bit: v - 65536.
+    (Not on an image that large, where such corners can be real.)"""
+    C = claimed.boxes
+    wrapped = (C >= UINT16_HALF) & (C <= UINT16_SPAN - 1) & (C == np.round(C))
+    if (image_size is not None and max(image_size) >= UINT16_HALF) or not wrapped.any():
+        return claimed
+    examples = ", ".join(f"{int(x)} = {int(x) - UINT16_SPAN}" for x in np.unique(C[wrapped])[:4])
+    name_signature(v, "uint16_wraparound", f"{int(wrapped.sum())} corner(s) wrapped to unsigned 16-bit "
+                   f"({examples}); unwrapped before comparing")
+    return replace(claimed, boxes=np.where(wrapped, C - UINT16_SPAN, C))
+
+
+def undo_integer_rounding(v, claimed, ref):
+    """Whole-pixel claimed corners against fractional reference corners: compare with the
+    reference rounded, and one pixel more corner tolerance (truncation) -> (claimed, ref, slack)."""
+    C, R = claimed.boxes, ref.boxes
+    ref_whole = len(ref) > 0 and bool(np.all(R == np.round(R)))
+    if not np.all(C == np.round(C)) or ref_whole or not (np.abs(C) > 1).any():
+        return claimed, ref, 0.0
+    name_signature(v, "integer_rounding", "every box corner is a whole number of pixels; compared with the "
+                   "reference's corners rounded to integers, with 1 px more tolerance (truncation)")
+    return claimed, replace(ref, boxes=np.round(R)), ROUNDING_PX
+
+
+def scale_normalized(v, claimed, ref, image_size):
+    """Every corner within [0, 1] while the image is larger: boxes relative to the image, scaled
+    by image_size. None (and a problem) when the image size is unknown."""
+    C, R = claimed.boxes, ref.boxes
+    big_ref = (len(ref) > 0 and np.abs(R).max() > 1.5) or (image_size is not None and max(image_size) > 2)
+    if not (np.all((C >= -NORMALIZED_SLACK) & (C <= 1 + NORMALIZED_SLACK)) and big_ref):
+        return claimed
+    if image_size is None:
+        name_signature(v, "normalized_boxes", "every corner is within [0, 1]: boxes are relative to the image "
+                       "size; image_size unknown, boxes not compared")
+        v.problems.append("boxes are normalized (0..1) and no image_size was given: cannot compare boxes")
+        return None
+    w, h = image_size
+    name_signature(v, "normalized_boxes", f"every corner is within [0, 1]: boxes are relative to the image "
+                   f"size; scaled by {w}x{h} before comparing")
+    return replace(claimed, boxes=C * np.array([w, h, w, h], dtype=np.float64))
+
+
+def recognise_no_threshold(v, claimed, ref, tol):
+    """Far more detections than the reference keeps, some at or below the threshold: every query
+    was returned."""
+    low = _at_or_below(claimed, tol)
+    confident_ref = ref.above(tol.threshold)
+    if len(claimed) >= confident_ref + tol.no_threshold_extra and low:
+        name_signature(v, "no_threshold", f"{len(claimed)} detections claimed ({low} at or below {tol.threshold}, "
+                       f"the lowest {claimed.scores.min():.3g}); the reference keeps {confident_ref} above "
+                       f"{tol.threshold}")
+
+
+def _at_or_below(claimed, tol):
+    return int(np.sum(claimed.scores <= tol.threshold))
+
+
+# --- pairing ------------------------------------------------------------------------------------
+
+
+def pair_detections(claimed, ref, iou, tol):
+    """Greedy IoU matching of same-label detections (IoU >= match_iou), highest IoU first -> (claimed
+    index, reference index) pairs in reference order.
+
+    First the pairs whose scores also agree (so rounding cannot swap near-duplicate queries), then
+    the rest by IoU alone (a changed score scale)."""
+    same = np.array([[a == b for b in ref.labels] for a in claimed.labels], dtype=bool).reshape(len(claimed), len(ref))
+    close = np.abs(claimed.scores[:, None] - ref.scores[None, :]) <= tol.score_atol
+    overlap = iou >= tol.match_iou
+    c_used, r_used, pairs = set(), set(), []
+    for allowed in (same & close & overlap, same & overlap):
+        cand = np.argwhere(allowed)
+        order = np.argsort(-iou[cand[:, 0], cand[:, 1]], kind="stable") if len(cand) else []
+        for k in order:
+            i, j = (int(x) for x in cand[k])
+            if i not in c_used and j not in r_used:
+                c_used.add(i)
+                r_used.add(j)
+                pairs.append((i, j))
+    return sorted(pairs, key=lambda p: p[1])
+
+
+# --- comparing ----------------------------------------------------------------------------------
+
+
+def compare_pairs(v, claimed, ref, pairs, iou, tol, corner_slack):
+    """One row per pair: score difference, IoU, largest corner difference. Boxes are judged on
+    pairs where either side is above the threshold (the others are "low" rows) -> {"ok", "min_iou",
+    "max_corner_px", "min_iou_all"}.
+
+    Boxes agree when every corner is within corner_px and the IoU is at least iou_min; for integer
+    boxes only the corners count (on a box a few pixels tall, rounding alone moves the IoU far
+    below any useful iou_min)."""
+    iou_min = 0.0 if corner_slack else tol.iou_min
+    corner_max = tol.corner_px + corner_slack
+    ious, judged = [], []  # judged: (IoU, corner) of the pairs above the threshold
+    for i, j in pairs:
+        corner = float(np.max(np.abs(claimed.boxes[i] - ref.boxes[j])))
+        confident = ref.scores[j] > tol.threshold or claimed.scores[i] > tol.threshold
+        ious.append(float(iou[i, j]))
+        ok = True
+        if confident:
+            judged.append((float(iou[i, j]), corner))
+            ok = iou[i, j] >= iou_min and corner <= corner_max
+        v.rows.append(_row("match" if confident else "low", j, claimed.index[i], ref.labels[j], ref.scores[j],
+                           claimed.scores[i], iou[i, j], corner, ok))
+    bad = sum(not (a >= iou_min and c <= corner_max) for a, c in judged)
+    if bad:
+        v.problems.append(f"{bad} matched detection(s) have IoU < {iou_min:g} or a corner off by more than "
+                          f"{corner_max:g} px (min IoU {min(a for a, _ in judged):.4f}, max corner "
+                          f"difference {max(c for _, c in judged):.3g} px)")
+    return {"ok": bad == 0, "min_iou": min((a for a, _ in judged), default=None),
+            "max_corner_px": max((c for _, c in judged), default=None), "min_iou_all": min(ious, default=None)}
+
+
+# --- the unpaired -------------------------------------------------------------------------------
+
+
+def report_missing(v, ref, pairs, tol):
+    """Reference detections above the threshold with no partner -> those that count as missing
+    (one within score_atol of the threshold is excused: a note, not a problem)."""
+    paired = {j for _, j in pairs}
+    missing = [j for j in range(len(ref)) if j not in paired and ref.scores[j] > tol.threshold]
+    near = [j for j in missing if ref.scores[j] - tol.threshold <= tol.score_atol]
+    for j in missing:
+        v.rows.append(_row("missing", j, None, ref.labels[j], ref.scores[j], None, None, None, j in near))
+    if near:
+        v.notes.append(f"{len(near)} reference detection(s) within score_atol of the threshold are missing: excused")
+    really_missing = [j for j in missing if j not in near]
+    if really_missing:
+        v.problems.append(f"{len(really_missing)} reference detection(s) missing: "
+                          + ", ".join(_described(ref, j) for j in really_missing[:5]))
+    return really_missing
+
+
+def report_unpaired_claims(v, claimed, pairs, tol, scale_ok):
+    """Claimed detections with no partner -> (extra, low). On the reference's score scale one above
+    the threshold (by more than score_atol) is extra, a problem; the others are low, not judged.
+    Claims at or below the threshold without the no_threshold signature are a lower threshold."""
+    paired = {i for i, _ in pairs}
+    extra, low = [], []
+    for i in range(len(claimed)):
+        if i in paired:
+            continue
+        is_extra = scale_ok and claimed.scores[i] > tol.threshold + tol.score_atol
+        (extra if is_extra else low).append(i)
+        v.rows.append(_row("extra" if is_extra else "low", None, claimed.index[i], claimed.labels[i], None,
+                           claimed.scores[i], None, None, not is_extra))
+    if extra:
+        v.problems.append(f"{len(extra)} claimed detection(s) above {tol.threshold} not in the reference: "
+                          + ", ".join(_described(claimed, i) for i in extra[:5]))
+    low_claimed = _at_or_below(claimed, tol)
+    if scale_ok and low_claimed and "no_threshold" not in v.signatures:
+        v.problems.append(f"{low_claimed} claimed detection(s) score at or below the threshold {tol.threshold} "
+                          "(a lower threshold than the reference's?)")
+    elif low:
+        v.notes.append(f"{len(low)} low-score claimed detection(s) have no same-label partner "
+                       f"(IoU >= {tol.match_iou}) in the reference: not judged")
+    return extra, low
+
+
+def _row(status, ref_index, claimed_index, label, ref_score, claimed_score, iou, corner, ok):
+    f = (lambda x: None if x is None else float(x))
+    diff = None if ref_score is None or claimed_score is None else abs(float(claimed_score) - float(ref_score))
+    return {"status": status, "reference_index": ref_index, "claimed_index": claimed_index, "label": label,
+            "reference_score": f(ref_score), "claimed_score": f(claimed_score), "score_diff": diff,
+            "iou": f(iou), "corner_px": f(corner), "ok": bool(ok)}
+
+
+def _described(dets, k):
+    """"person 0.913 at (12.0, 4.5, 80.2, 120.0)": a detection in a problem's text."""
+    return f"{dets.labels[k]} {dets.scores[k]:.3f} at (" + ", ".join(f"{x:.1f}" for x in dets.boxes[k]) + ")"
