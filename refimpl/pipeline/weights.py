@@ -171,12 +171,13 @@ def _check_header(path, header, data_size):
     """Check every entry of a parsed safetensors header against the file (dtype, shape, offsets)
     before any tensor is read, so a hostile header is refused with the tensor named."""
     spans = []
+    bad = f"{path} is not a valid safetensors file (truncated or corrupt)"
     for name, entry in header.items():
         if name == "__metadata__":
             if entry is not None and not (isinstance(entry, dict) and all(isinstance(v, str) for v in entry.values())):
-                raise BadWeightsFileError(f"{path}: __metadata__ must map strings to strings")
+                raise BadWeightsFileError(f"{bad}: __metadata__ must map strings to strings")
             continue
-        where = f"{path}: tensor {name!r}"
+        where = f"{bad}: tensor {name[:100]!r}"
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
             raise BadWeightsFileError(f"{where}: header entry must have exactly dtype, shape and data_offsets")
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
@@ -198,7 +199,7 @@ def _check_header(path, header, data_size):
     spans.sort()
     for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
         if start < end:
-            raise BadWeightsFileError(f"{path}: tensors {a!r} and {b!r} overlap in the data")
+            raise BadWeightsFileError(f"{bad}: tensors {a[:100]!r} and {b[:100]!r} overlap in the data")
 
 
 def read_safetensors(path):
