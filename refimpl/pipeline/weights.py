@@ -43,6 +43,7 @@ SAFETENSORS_DTYPES = {  # dtype name -> bytes per element
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
     "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
 }
+NO_NUMPY_DTYPES = ("BF16", "F8_E5M2", "F8_E4M3")  # numpy has no such type: safetensors cannot read them
 
 
 @dataclass
@@ -183,6 +184,9 @@ def _check_header(path, header, data_size):
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         if dtype not in SAFETENSORS_DTYPES:
             raise BadWeightsFileError(f"{where}: unknown dtype {str(dtype)[:20]!r}")
+        if dtype in NO_NUMPY_DTYPES:
+            raise BadWeightsFileError(f"{path}: tensor {name[:100]!r} has dtype {dtype}, which has no numpy equivalent; refimpl reads float32 "
+                                      "checkpoints (convert it to float32 first)")
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise BadWeightsFileError(f"{where}: shape must be a list of non-negative integers")
         if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets)
