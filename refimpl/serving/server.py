@@ -198,6 +198,8 @@ class ContractHandler(BaseHTTPRequestHandler):
             return self.send_error(414, "request line longer than 65536 bytes")
         if not self.raw_requestline:
             return  # the client connected and closed without a word: nothing to answer
+        if not self.raw_requestline.strip():
+            return self.send_error(400, "empty request line")  # the base class would close without a word
         try:
             parsed = self.parse_request()  # reads the headers; answers 400/431/505 itself
         except OSError:
@@ -385,6 +387,8 @@ class ContractHandler(BaseHTTPRequestHandler):
     # -- the response -----------------------------------------------------------------------------
 
     def _finish(self, status, payload, headers, start):
+        # Always a status line and headers, even to an HTTP/0.9-style request line ("GET /").
+        self.request_version = "HTTP/1.0"
         try:
             self._drain()
         except OSError:
