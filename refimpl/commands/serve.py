@@ -6,7 +6,9 @@
 
 Answers with the hosted API's envelope {"result", "success", "errors", "messages"}. Output shape
 options go in the query string: ?top_k=3, ?labels=raw (ResNet-50); ?shape=hosted, ?threshold=0.7,
-?threshold=none, ?shape=hosted&wrap_uint16=1 (DETR). Stops cleanly on SIGINT and SIGTERM.
+?threshold=none, ?shape=hosted&wrap_uint16=1 (DETR). A client has --request-timeout seconds to
+send its whole request (then 408). Stops cleanly on SIGINT and SIGTERM: clients still sending get
+408 at once, inference in flight finishes.
 """
 
 import os

@@ -30,6 +30,7 @@ for array elements, the first offending index and value):
     outside 0..255              ValueOutOfRangeError     12.5                     FractionalValueError
     unknown model               UnknownModelError        bad output option        InvalidOptionError
     bytes that do not decode    the ImageDecodeError subclasses of refimpl.pipeline.decode
+    an output that is NaN/inf   NonFiniteOutputError (code 5007: the weights' fault, never emitted)
 
 An element is checked in that order: array/object, boolean, non-number, non-finite, range,
 whole-ness (so -0.5 is out of range, 12.5 is fractional).
