@@ -181,3 +181,38 @@ def test_the_server_still_answers_exactly(server, answers):
     data = (f"POST {ROUTE}{RESNET} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(PNG)}\r\n\r\n").encode() + PNG
     assert check_answer(exchange(server, data), ROUTE + RESNET, answers) == 200
 
+
+
+@pytest.fixture(scope="module")
+def impatient_server(contract_weights):
+    """A server with a 0.5 s request deadline."""
+    server = ContractServer(("127.0.0.1", 0), max_body=64 * 1024, weights=contract_weights, log=lambda line: None,
+                            request_timeout=0.5)
+    server.start()
+    yield server
+    server.stop()
+
+
+@settings(max_examples=12, **FUZZ)
+@given(requests(), st.floats(0, 1))
+def test_fuzzed_requests_that_stall(impatient_server, answers, request, fraction):
+    """The same requests cut anywhere and then left open (no half-close): the answer comes
+    within the deadline (a 408) or earlier (a refusal that needed no more bytes), never a hang."""
+    data, path = request
+    deadline = time.monotonic() + 10
+    with socket.create_connection(impatient_server.server_address[:2], timeout=10) as s:
+        try:
+            s.sendall(data[: int(len(data) * fraction)])
+        except OSError:
+            pass
+        chunks = []
+        while True:
+            assert time.monotonic() < deadline, "no answer within 10 s for a 0.5 s deadline"
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    check_answer(b"".join(chunks), path, answers)

@@ -39,7 +39,7 @@ from numbers import Real
 import numpy as np
 from PIL import Image
 
-from refimpl.errors import InvalidInputError, PreprocessorConfigError
+from refimpl.errors import InvalidInputError, PreprocessorConfigError, short
 
 # The largest output side a preprocessor_config.json may ask for (shortest_edge, longest_edge,
 # classification size, and the classification resize size / crop_pct). The official values are
@@ -63,7 +63,7 @@ def _bad(message):
 def _positive_int(value, what):
     """A size in pixels: an integer 1..MAX_EDGE."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise _bad(f"{what} must be a positive integer, got {str(value)[:40]}")
+        raise _bad(f"{what} must be a positive integer, got {short(value, 40)}")
     if value > MAX_EDGE:
         raise _bad(f"{what} is {value}, more than refimpl's limit of {MAX_EDGE} pixels")
     return value
@@ -88,7 +88,7 @@ def _channels(config, key):
         or len(value) != 3
         or not all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in value)
     ):
-        raise _bad(f"{key!r} must be 3 finite numbers, got {str(value)[:80]}")
+        raise _bad(f"{key!r} must be 3 finite numbers, got {short(value, 80)}")
     if key == "image_std" and any(v == 0 for v in value):
         raise _bad(f"'image_std' has a zero entry: {value!r}")
     return [float(v) for v in value]
@@ -100,7 +100,7 @@ def _require_dict(config):
     if "image_processor_type" in config or "feature_extractor_type" in config:
         declared = config.get("image_processor_type", config.get("feature_extractor_type"))
         if declared is not None and not isinstance(declared, str):
-            raise _bad(f"'image_processor_type' must be a string, got {str(declared)[:40]}")
+            raise _bad(f"'image_processor_type' must be a string, got {short(declared, 40)}")
 
 
 def _common(config, kind, known_types, default_resample):
@@ -117,12 +117,12 @@ def _common(config, kind, known_types, default_resample):
     resample = config.get("resample", default_resample)
     if isinstance(resample, bool) or not isinstance(resample, int) or resample not in RESAMPLE:
         names = ", ".join(f"{k} {v}" for k, v in RESAMPLE.items())
-        raise _bad(f"unknown resample {str(resample)[:40]} (Pillow's filters are {names})")
+        raise _bad(f"unknown resample {short(resample, 40)} (Pillow's filters are {names})")
     rescale = None
     if _flag(config, "do_rescale"):
         rescale = config.get("rescale_factor", 1 / 255)
         if isinstance(rescale, bool) or not isinstance(rescale, Real) or not math.isfinite(rescale):
-            raise _bad(f"'rescale_factor' must be a number, got {str(rescale)[:40]}")
+            raise _bad(f"'rescale_factor' must be a number, got {short(rescale, 40)}")
     mean_std = (_channels(config, "image_mean"), _channels(config, "image_std"))
     if not _flag(config, "do_normalize"):
         mean_std = None
@@ -135,7 +135,7 @@ def classification_size(config):
     size = config.get("size")
     if isinstance(size, dict):
         if set(size) != {"shortest_edge"}:
-            raise _bad(f"classification 'size' must be {{'shortest_edge': N}} or N, got {str(size)[:80]}")
+            raise _bad(f"classification 'size' must be {{'shortest_edge': N}} or N, got {short(size, 80)}")
         size = size["shortest_edge"]
     if size is None:
         raise _bad("'size' is missing")
@@ -150,7 +150,7 @@ def _detection_edges(config):
         if set(size) != {"shortest_edge", "longest_edge"}:
             raise _bad(
                 "detection 'size' must be {'shortest_edge': S, 'longest_edge': L} "
-                f"(or S with 'max_size': L), got {str(size)[:80]}"
+                f"(or S with 'max_size': L), got {short(size, 80)}"
             )
         return (
             _positive_int(size["shortest_edge"], "shortest_edge"),
@@ -256,7 +256,7 @@ def check_classification_config(config):
     size = classification_size(config)
     crop_pct = config.get("crop_pct", 224 / 256)
     if isinstance(crop_pct, bool) or not isinstance(crop_pct, Real) or not 0 < crop_pct < math.inf:
-        raise _bad(f"'crop_pct' must be a positive number, got {str(crop_pct)[:40]}")
+        raise _bad(f"'crop_pct' must be a positive number, got {short(crop_pct, 40)}")
     if size < 384 and not 1 <= int(size / crop_pct) <= MAX_EDGE:
         raise _bad(f"'crop_pct' {crop_pct} resizes to {int(size / crop_pct)} pixels, outside 1..{MAX_EDGE}")
     return resample, rescale, mean_std, size, crop_pct

@@ -163,11 +163,11 @@ class ContractHandler(BaseHTTPRequestHandler):
             line = self.rfile.readline(limit + 1)
         except OSError:
             line = b""
-        if line.endswith(b"\n"):
-            return line
         if len(line) > limit:
             self._body_read = True
             raise IncompleteRequestError(f"malformed request: {what} longer than {limit} bytes")
+        if line.endswith(b"\n"):
+            return line
         raise self._cut_short(what)
 
     def _read_exactly(self, n, what):
