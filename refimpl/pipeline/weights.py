@@ -238,7 +238,8 @@ def check_params(params, expected, path="checkpoint"):
 
     expected: key -> shape. Every expected key must be present with that shape and a float dtype;
     any other key (except BatchNorm's num_batches_tracked) is an error. Every expected tensor must
-    be float32 (WEIGHTS_DTYPE) and finite.
+    be float32 (WEIGHTS_DTYPE). Reads only .shape and .dtype (refimpl summary passes header
+    entries); check_finite looks at the values.
     """
     missing = [k for k in expected if k not in params]
     if missing:
@@ -258,11 +259,6 @@ def check_params(params, expected, path="checkpoint"):
             raise CheckpointMismatchError(
                 f"{path}: {key!r} has dtype {arr.dtype}, expected float32 (the official checkpoints' dtype; "
                 "refimpl does not convert weights silently: convert the checkpoint to float32 first)"
-            )
-        if not np.isfinite(arr).all():
-            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
-            raise NonFiniteWeightsError(
-                f"{path}: {key!r} holds {bad} non-finite value(s) (NaN or infinity): poisoned or corrupt weights"
             )
 
 
@@ -305,6 +301,17 @@ def _json_kind(value):
             int: "a number", float: "a number"}.get(type(value), type(value).__name__)
 
 
+def check_finite(params, keys, path="checkpoint"):
+    """Refuse a checkpoint whose tensors hold NaN or +-infinity, naming the first such tensor."""
+    for key in keys:
+        arr = params[key]
+        if not np.isfinite(arr).all():
+            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            raise NonFiniteWeightsError(
+                f"{path}: {key!r} holds {bad} non-finite value(s) (NaN or infinity): poisoned or corrupt weights"
+            )
+
+
 def load_checkpoint(weights, expected_shapes, revision="main", dtype=np.float32):
     """Resolve, read and check a checkpoint: config.json (check_config, then the model's own
     checks inside expected_shapes), the safetensors header and every tensor (check_params).
@@ -321,6 +328,7 @@ def load_checkpoint(weights, expected_shapes, revision="main", dtype=np.float32)
     raw = read_safetensors(weights_path)
     expected = expected_shapes(config)
     check_params(raw, expected, path=str(weights_path))
+    check_finite(raw, expected, path=str(weights_path))
     params = {k: raw[k].astype(dtype, copy=False) for k in expected}
     return Checkpoint(
         params=params,
