@@ -174,3 +174,35 @@ def short(value, n=40):
     except ValueError:  # an int with more digits than Python will print
         return "a very large number"
     return text if len(text) <= n else text[: n - 3] + "..."
+
+
+# --- hardening (issue 14): configs, poisoned weights, slow clients -------------------------------
+
+class ConfigFileError(WeightsError):
+    """A checkpoint's config.json is not what refimpl can read: not an object, or a field (id2label,
+    num_labels, a layer count, ...) of the wrong type or out of range. The message names the file
+    and the field. Code 5007 / 500 like every weights problem: the client's request was fine."""
+
+
+class NonFiniteWeightsError(BadWeightsFileError):
+    """A tensor of the checkpoint holds NaN or +-infinity (the message names the tensor)."""
+
+
+class NonFiniteOutputError(WeightsError):
+    """The model produced NaN or +-infinity for this input (finite but extreme weights overflow):
+    the contract never emits a non-finite number, so the request gets this error instead."""
+
+
+class RequestTimeoutError(RefimplError):
+    """The client did not send the whole request (headers and body) within the server's
+    per-request deadline (--request-timeout). The connection is closed after the answer."""
+
+    code = 3007  # "Timeout"
+    status = 408
+
+
+class RequestAbortedError(RefimplError):
+    """The server shut down while the client was still sending its request."""
+
+    code = 3008  # "Aborted"
+    status = 408

@@ -405,3 +405,111 @@ def test_cli_run_detection_options(tmp_path, monkeypatch, capsys):
     loading = {"weights": None, "revision": None, "dtype": "float32", "path": "fast"}  # revision None: the default, main
     assert seen == [(DETR, dict(loading, shape="hosted", wrap_uint16=True)), (DETR, dict(loading, threshold=None)),
                     (DETR, dict(loading, threshold=0.7))]
+
+
+# --- hardening (issue 14): the contract never emits invalid JSON ---------------------------------
+
+@pytest.fixture(scope="module")
+def overflowing_dir(tmp_path_factory, resnet50_dir):
+    """Finite weights whose logits overflow float32: every classifier weight 3e38 times the
+    pooled features (non-negative after ReLU, summing to more than 1) is +inf for every class,
+    and softmax of +inf logits is NaN. Such weights load (every value is finite); the answer must not."""
+    from hf_trace import small_checkpoint
+
+    def scale(t):
+        t["classifier.1.weight"] = np.full_like(t["classifier.1.weight"], 3e38)
+        return t
+
+    return small_checkpoint(tmp_path_factory.mktemp("overflow"), resnet50_dir, size={"shortest_edge": 64}, edit=scale)
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_non_finite_output_is_a_typed_error(overflowing_dir, small_png):
+    """Item 5: `refimpl run` printed "score": NaN (not JSON) and the server dropped the connection."""
+    with pytest.raises(errors.NonFiniteOutputError, match=r"non-finite output \(result\[0\]\['score'\] is nan\)") as e:
+        contract.run(RESNET, small_png, weights=str(overflowing_dir))
+    assert e.value.code == 5007 and e.value.status == 500
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_non_finite_output_through_the_cli_and_the_server(overflowing_dir, small_png, tmp_path, capsys):
+    import http.client
+
+    from refimpl import cli
+    from refimpl.serving.server import ContractServer
+
+    image = tmp_path / "small.png"
+    image.write_bytes(small_png)
+    assert cli.main(["run", RESNET, str(image), "--weights", str(overflowing_dir)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "NonFiniteOutputError" in err and "NaN" not in out
+    server = ContractServer(("127.0.0.1", 0), weights={"resnet-50": str(overflowing_dir)}, log=lambda line: None).start()
+    try:
+        conn = http.client.HTTPConnection(*server.server_address[:2], timeout=60)
+        conn.request("POST", "/client/v4/accounts/a/ai/run/" + RESNET, body=small_png)
+        response = conn.getresponse()
+        body = json.loads(response.read())  # strict JSON: Python's parser would take NaN, so check the text too
+        assert response.status == 500 and body["errors"][0]["code"] == 5007 and body["success"] is False
+    finally:
+        server.stop()
+
+
+def test_cli_run_missing_file_is_a_typed_error(tmp_path, capsys):
+    """Item 8: `refimpl run` on a missing file said `error: [Errno 2]`; now as `classify` says it."""
+    from refimpl import cli
+
+    assert cli.main(["run", RESNET, str(tmp_path / "nope.png")]) == 2
+    err = capsys.readouterr().err
+    assert "InvalidInputError" in err and "image file not found" in err and "Errno" not in err
+
+
+def test_classify_refuses_a_bad_image_before_loading(tmp_path, capsys, monkeypatch):
+    """Item 8: `classify` read 100 MB of weights before refusing a bad image."""
+    from refimpl import cli
+
+    monkeypatch.setattr(registry, "load", lambda *a, **k: pytest.fail("weights loaded before the image was checked"))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image at all")
+    assert cli.main(["classify", str(bad)]) == 2
+    assert "not an image" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config, fragment", [
+    ([1, 2], "config.json must be a JSON object"),
+    ({"d_model": "256"}, "'d_model' must be an integer"),
+    ({"encoder_layers": 10**6}, "'encoder_layers' must be an integer 1..64"),
+    ({"num_queries": 0}, "'num_queries' must be an integer"),
+    ({"id2label": ["a", "b"]}, "'id2label' must be an object"),
+    ({"backbone_config": {"model_type": "resnet", "out_features": 7}}, "out_features"),
+])
+def test_detr_config_fields_are_checked(config, fragment):
+    """Item 6: a DETR config.json that is a list (or holds wrong types) was a traceback."""
+    from refimpl.models import detr
+
+    with pytest.raises(errors.ConfigFileError, match=fragment):
+        detr.expected_shapes(config)
+
+
+def test_malformed_config_through_the_server_is_5007(tmp_path, resnet50_dir, small_png):
+    """Item 6: through the server a list config.json was 500/3000 (an internal error); it is a
+    weights problem, 5007."""
+    import http.client
+    import shutil
+
+    from refimpl.serving.server import ContractServer
+
+    folder = tmp_path / "bad-config"
+    folder.mkdir()
+    shutil.copy(resnet50_dir / "preprocessor_config.json", folder)
+    (folder / "model.safetensors").symlink_to(resnet50_dir / "model.safetensors")
+    (folder / "config.json").write_text("[1, 2, 3]")
+    server = ContractServer(("127.0.0.1", 0), weights={"resnet-50": str(folder)}, log=lambda line: None).start()
+    try:
+        conn = http.client.HTTPConnection(*server.server_address[:2], timeout=60)
+        conn.request("POST", "/client/v4/accounts/a/ai/run/" + RESNET, body=small_png)
+        response = conn.getresponse()
+        body = json.loads(response.read())
+        assert response.status == 500 and body["errors"][0]["code"] == 5007, body
+        assert "config.json must be a JSON object" in body["errors"][0]["message"]
+    finally:
+        server.stop()

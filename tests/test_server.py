@@ -48,6 +48,19 @@ def raw_call(server, data, timeout=10):
     return int(head.split()[1]), json.loads(body)
 
 
+def read_answer(sock):
+    """Read a whole answer from a socket until the server closes it -> (status, JSON body)."""
+    chunks = []
+    with sock:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
 def assert_error(status, body, want_status, want_code, fragment=""):
     assert status == want_status, body
     assert body["success"] is False and body["result"] is None and body["messages"] == []
@@ -299,21 +312,29 @@ def test_log_lines(contract_server, small_png):
 # --- shutdown -----------------------------------------------------------------------------------
 
 def test_stop_waits_for_requests_in_flight(contract_weights, small_png, expected, monkeypatch):
-    real_run = contract.run
+    """stop() finishes inference in flight, and answers a client stalled mid-body at once with
+    408/3008 instead of waiting for it (issue 14, item 3)."""
+    real_predict = contract.predict
     started = threading.Event()
 
-    def slow_run(*args, **kwargs):
+    def slow_predict(*args, **kwargs):
         started.set()
         time.sleep(0.5)
-        return real_run(*args, **kwargs)
+        return real_predict(*args, **kwargs)
 
-    monkeypatch.setattr(contract, "run", slow_run)
+    monkeypatch.setattr(contract, "predict", slow_predict)
     server = ContractServer(("127.0.0.1", 0), weights=contract_weights, log=lambda line: None).start()
+    stalled = socket.create_connection(server.server_address[:2], timeout=10)
+    stalled.sendall(f"POST {ROUTE}{RESNET} HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n".encode() + b"x" * 10)
     answer = {}
     t = threading.Thread(target=lambda: answer.update(r=call(server, ROUTE + RESNET, small_png)))
     t.start()
     assert started.wait(10)
+    t0 = time.monotonic()
     server.stop()  # returns only when the request in flight has been answered
+    assert time.monotonic() - t0 < 5  # not the 30 s request timeout of the stalled client
+    status, body = read_answer(stalled)
+    assert_error(status, body, 408, 3008, "shut down")
     assert not t.is_alive() or (t.join(5) or not t.is_alive())
     status, _, body = answer["r"]
     assert_ok(status, body, expected[small_png])
@@ -364,3 +385,153 @@ def test_parse_route():
     assert parse_route("/client/v4/accounts/a/ai/run/") is None
     assert parse_route("/client/v4/accounts/a/b/ai/run/m") is None
     assert parse_route("/client/v4/accounts/a/ai/run") is None
+
+
+# --- hardening (issue 14): framing, deadlines, 100-continue, the model queue ---------------------
+
+HEAD = f"POST {ROUTE}{RESNET} HTTP/1.1\r\nHost: x\r\n"
+
+
+@pytest.fixture(scope="module")
+def quick_server(contract_weights):
+    """A server with a 1.5 s request deadline, logging into `server.lines`."""
+    lines = []
+    server = ContractServer(("127.0.0.1", 0), max_body=64 * 1024, weights=contract_weights, log=lines.append,
+                            request_timeout=1.5)
+    server.lines = lines
+    server.start()
+    yield server
+    server.stop()
+
+
+def open_socket(server, data=b"", timeout=10):
+    s = socket.create_connection(server.server_address[:2], timeout=timeout)
+    if data:
+        s.sendall(data)
+    return s
+
+
+def test_negative_chunk_size_is_refused_at_once(contract_server):
+    """Item 1: `-1` made the server read the whole stream. Now a 400 while the client keeps the
+    connection open (the answer does not wait for the client to close)."""
+    s = open_socket(contract_server, (HEAD + "Transfer-Encoding: chunked\r\n\r\n-1\r\n").encode() + b"x" * 1000)
+    t0 = time.monotonic()
+    status, body = read_answer(s)
+    assert time.monotonic() - t0 < 5
+    assert_error(status, body, 400, 3003, "chunk size")
+
+
+@pytest.mark.parametrize("size_line, fragment", [
+    (b"-1", "chunk size"), (b"+10", "chunk size"), (b"0x10", "chunk size"), (b"", "chunk size"),
+    (b"1" * 17, "chunk size"), (b"10;" + b"e" * 5000, "longer than 1024 bytes"),
+])
+def test_malformed_chunk_lines_are_400(contract_server, size_line, fragment):
+    """Item 8: a 5,000-character chunk extension was a 413; chunk sizes are 1-16 hex digits."""
+    status, body = raw_call(contract_server, (HEAD + "Transfer-Encoding: chunked\r\n\r\n").encode() + size_line
+                            + b"\r\nabc\r\n0\r\n\r\n")
+    assert_error(status, body, 400, 3003, fragment)
+
+
+@pytest.mark.parametrize("headers, fragment", [
+    ("Content-Length: 5\r\nContent-Length: 6\r\n", "conflicting Content-Length"),
+    ("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", "both Transfer-Encoding and Content-Length"),
+    ("Transfer-Encoding: gzip, chunked\r\n", "not supported"),
+    ("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "not supported"),
+    ("Content-Length: +5\r\n", "malformed Content-Length"),
+    ("Content-Length: 1_0\r\n", "malformed Content-Length"),
+])
+def test_ambiguous_framing_is_400(contract_server, headers, fragment):
+    """Item 8: two conflicting Content-Length headers were accepted (the first won)."""
+    status, body = raw_call(contract_server, (HEAD + headers + "\r\n").encode() + b"5\r\nhello\r\n0\r\n\r\n")
+    assert_error(status, body, 400, 3003, fragment)
+
+
+def test_identical_content_length_headers_are_one(contract_server, small_png, expected):
+    n = len(small_png)
+    status, body = raw_call(contract_server, (HEAD + f"Content-Length: {n}\r\nContent-Length: {n}\r\n\r\n").encode()
+                            + small_png)
+    assert_ok(status, body, expected[small_png])
+
+
+def test_stalled_client_gets_408_not_500(quick_server):
+    """Item 2: half a body and then silence was a 500 'internal error: TimeoutError'."""
+    before = log_mark(quick_server)
+    s = open_socket(quick_server, (HEAD + "Content-Length: 5000\r\n\r\n").encode() + b"x" * 100)
+    status, body = read_answer(s)
+    assert_error(status, body, 408, 3007, "not complete within 1.5 s")
+    lines = new_lines(quick_server, before, 1)
+    assert lines and " 408 " in lines[0] and not any("internal error" in line for line in lines)
+
+
+def test_deadline_covers_the_whole_request(quick_server):
+    """Item 3: the timeout was per read, so one byte every 10 s was never dropped. Here one byte
+    every 0.3 s: 408 once the 1.5 s deadline has passed, for headers and for bodies alike."""
+    for prefix, rest in [(HEAD.encode(), b"X-Slow: " + b"a" * 50),
+                         ((HEAD + "Content-Length: 50\r\n\r\n").encode(), b"b" * 50)]:
+        s = open_socket(quick_server, prefix)
+        t0 = time.monotonic()
+        try:
+            for byte in rest:
+                s.sendall(bytes([byte]))
+                time.sleep(0.3)
+        except OSError:  # the server closed the connection: expected, read the answer
+            pass
+        status, body = read_answer(s)
+        assert 1.4 < time.monotonic() - t0 < 6
+        assert_error(status, body, 408, 3007)
+
+
+def test_silent_connection_gets_408(quick_server):
+    s = open_socket(quick_server)
+    status, body = read_answer(s)
+    assert_error(status, body, 408, 3007, "request line")
+
+
+def test_expect_100_continue_is_answered(contract_server, small_png, expected):
+    """Item 8: curl's `Expect: 100-continue` cost about a second (curl waits that long for the 100)."""
+    s = open_socket(contract_server, (HEAD + f"Content-Length: {len(small_png)}\r\nExpect: 100-continue\r\n\r\n")
+                    .encode())
+    t0 = time.monotonic()
+    interim = s.recv(64)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n" and time.monotonic() - t0 < 0.5
+    s.sendall(small_png)
+    status, body = read_answer(s)
+    assert_ok(status, body, expected[small_png])
+
+
+def test_expect_100_continue_refused_without_the_body(contract_server):
+    """A request refused before its body (here 413) gets the final answer instead of a 100."""
+    s = open_socket(contract_server, (HEAD + "Content-Length: 999999\r\nExpect: 100-continue\r\n\r\n").encode())
+    status, body = read_answer(s)
+    assert_error(status, body, 413, 3006)
+
+
+def test_refusals_are_not_queued_behind_inference(contract_server, small_png):
+    """Item 8: bad images and bad arrays waited in the one-at-a-time model queue. With the only
+    model slot taken, they are still answered at once."""
+    assert contract_server.model_slots.acquire(timeout=60)
+    try:
+        for data in (b"not an image", b'{"image": [1, 2, 300]}', small_png[:100]):
+            t0 = time.monotonic()
+            status, _, body = call(contract_server, ROUTE + RESNET, data, timeout=10)
+            assert status == 400 and body["errors"][0]["code"] == 5004, body
+            assert time.monotonic() - t0 < 5
+    finally:
+        contract_server.model_slots.release()
+
+
+@pytest.mark.parametrize("raw, status", [
+    (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 414),
+    (HEAD.encode() + b"X-Big: " + b"a" * 70000 + b"\r\n\r\n", 431),
+    (HEAD.encode() + b"".join(b"X-%d: 1\r\n" % i for i in range(120)) + b"\r\n", 431),
+    (b"POST / HTTP/2.0\r\n\r\n", 505),
+])
+def test_documented_protocol_statuses(contract_server, raw, status):
+    """Item 8: 414, 431 and 505 are answered with the envelope (and documented in the README)."""
+    got, body = raw_call(contract_server, raw)
+    assert_error(got, body, status, 3003, "malformed request")
+
+
+def test_request_timeout_option_is_checked(contract_weights):
+    with pytest.raises(ValueError, match="request_timeout"):
+        ContractServer(("127.0.0.1", 0), weights=contract_weights, request_timeout=0)

@@ -11,7 +11,13 @@ from safetensors.numpy import load_file, save_file
 
 from refimpl.models import resnet
 from refimpl.pipeline import weights
-from refimpl.errors import BadWeightsFileError, CheckpointMismatchError, WeightsNotFoundError
+from refimpl.errors import (
+    BadWeightsFileError,
+    CheckpointMismatchError,
+    ConfigFileError,
+    NonFiniteWeightsError,
+    WeightsNotFoundError,
+)
 
 
 @pytest.fixture
@@ -160,3 +166,146 @@ def test_repo_id_resolves_from_the_cache_with_its_commit(monkeypatch, tmp_path, 
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     ck = weights.load_checkpoint("microsoft/resnet-50", resnet.classifier_shapes, revision="main")
     assert ck.commit == commit and ck.revision == "main" and ck.source == "microsoft/resnet-50"
+
+
+# --- hardening (issue 14): format by structure, poisoned weights, dtypes, configs ---------------
+
+def header_length(path):
+    with open(path, "rb") as f:
+        return int.from_bytes(f.read(8), "little")
+
+
+def test_header_length_with_low_byte_0x80_is_safetensors(copy_dir):
+    """Item 4: a valid file whose 8-byte header length has 0x80 as its low byte was called 'a
+    pickle/zip file' (about one file in 256). Re-save with metadata padding the header to 128 + 256k."""
+    from safetensors.numpy import save
+
+    tensors = load_file(str(copy_dir / "model.safetensors"))
+    base = int.from_bytes(save(tensors, metadata={"format": "pt", "note": ""})[:8], "little")
+    note = "x" * ((0x80 - base) % 256)  # the header is JSON padded with spaces to a multiple of 8
+    save_file(tensors, str(copy_dir / "model.safetensors"), metadata={"format": "pt", "note": note})
+    assert header_length(copy_dir / "model.safetensors") % 256 == 0x80
+    ck = load(copy_dir)
+    np.testing.assert_array_equal(ck.params["classifier.1.bias"], tensors["classifier.1.bias"])
+
+
+def test_header_starting_like_a_pickle_protocol_is_safetensors(tmp_path):
+    """Even the first TWO bytes of a pickle (0x80, protocol 2) can be a header length (640): the
+    file is told by whether the header parses, not by its first bytes."""
+    path = tmp_path / "model.safetensors"
+    for k in range(700):
+        save_file({"a": np.zeros(3, np.float32), "b" * (k + 1): np.ones(2, np.float32)}, str(path))
+        if header_length(path) == 0x0280:
+            break
+    assert path.read_bytes()[:2] == b"\x80\x02"
+    assert sorted(weights.read_safetensors(path)) == ["a", "b" * (k + 1)]
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_weights_are_refused_with_the_tensor_named(copy_dir, value):
+    """Item 5: a NaN in a tensor loaded silently and produced "score": NaN."""
+    def poison(t):
+        t["resnet.encoder.stages.2.layers.3.layer.1.convolution.weight"][0, 0, 0, 0] = value
+    rewrite(copy_dir, poison)
+    with pytest.raises(NonFiniteWeightsError,
+                       match=r"'resnet\.encoder\.stages\.2\.layers\.3\.layer\.1\.convolution\.weight' holds 1 non-finite"):
+        load(copy_dir)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+def test_weights_other_than_float32_are_refused(copy_dir, dtype):
+    """Item 5: float16 tensors loaded silently. The official checkpoints are float32; refimpl
+    refuses other dtypes rather than converting them behind the user's back."""
+    rewrite(copy_dir, lambda t: t.__setitem__("classifier.1.weight", t["classifier.1.weight"].astype(dtype)))
+    with pytest.raises(CheckpointMismatchError, match=rf"'classifier\.1\.weight' has dtype {np.dtype(dtype)}, "
+                                                      "expected float32"):
+        load(copy_dir)
+
+
+def write_json(folder, name, value):
+    (folder / name).write_text(json.dumps(value))
+
+
+def edit_config(folder, change, name="config.json"):
+    config = json.loads((folder / name).read_text())
+    change(config)
+    write_json(folder, name, config)
+
+
+@pytest.mark.parametrize("value, fragment", [
+    ([1, 2], "config.json must be a JSON object, got an array"),
+    ("resnet", "config.json must be a JSON object, got a string"),
+    (None, "config.json must be a JSON object, got null"),
+])
+def test_config_that_is_not_an_object(copy_dir, value, fragment):
+    """Item 6: a config.json that is a list or a string was a traceback."""
+    write_json(copy_dir, "config.json", value)
+    with pytest.raises(ConfigFileError, match=fragment) as e:
+        load(copy_dir)
+    assert e.value.code == 5007 and e.value.status == 500
+
+
+@pytest.mark.parametrize("id2label, fragment", [
+    (["tench", "goldfish"], "'id2label' must be an object"),
+    ({"0": "tench", "1": 7}, r"'id2label'\['1'\] must be a string"),
+    ({"0": "tench", "one": "goldfish"}, "key 'one' is not a non-negative integer"),
+    ({"0": "tench", "-1": "goldfish"}, "key '-1' is not a non-negative integer"),
+    ({"0": "tench", "5": "goldfish"}, r"keys must be 0\.\.1, each once"),
+    ({"0": "tench", "00": "goldfish"}, r"keys must be 0\.\.1, each once"),
+])
+def test_malformed_id2label_is_named(copy_dir, id2label, fragment):
+    edit_config(copy_dir, lambda c: c.__setitem__("id2label", id2label))
+    with pytest.raises(ConfigFileError, match=fragment):
+        load(copy_dir)
+
+
+@pytest.mark.parametrize("num_labels", ["1000", 0, -3, 1.5, True, 10**9])
+def test_malformed_num_labels_is_named(copy_dir, num_labels):
+    def change(c):
+        c.pop("id2label")
+        c.pop("label2id", None)
+        c["num_labels"] = num_labels
+    edit_config(copy_dir, change)
+    with pytest.raises(ConfigFileError, match="'num_labels' must be an integer"):
+        load(copy_dir)
+
+
+def test_preprocessor_config_that_is_not_an_object(copy_dir):
+    write_json(copy_dir, "preprocessor_config.json", ["size", 224])
+    with pytest.raises(ConfigFileError, match="preprocessor_config.json must be a JSON object"):
+        load(copy_dir)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda c: c.__setitem__("size", {"shortest_edge": 200000}), "more than refimpl's limit of 4096"),
+    (lambda c: c.__setitem__("crop_pct", 1e-6), "resizes to 224000000 pixels"),
+    (lambda c: c.__setitem__("crop_pct", float("inf")), "'crop_pct' must be a positive number"),
+    (lambda c: c.__setitem__("resample", "bicubic"), "unknown resample"),
+    (lambda c: c.__setitem__("image_std", [0.2, 0.2]), "'image_std' must be 3 finite numbers"),
+])
+def test_preprocessor_config_is_refused_at_load(copy_dir, change, fragment):
+    """Item 6: a preprocessor_config.json asking for a 112 GiB resize was a traceback (and only on
+    the first image). Now it is refused when the model loads, naming the file and the field."""
+    from refimpl.pipeline.loaded import ResNet50
+
+    edit_config(copy_dir, change, "preprocessor_config.json")
+    with pytest.raises(ConfigFileError, match=r"preprocessor_config\.json: preprocessor config: .*" + fragment):
+        ResNet50.load(copy_dir)
+
+
+@pytest.mark.parametrize("header, fragment", [
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, "needs 8 bytes"),
+    ({"a": {"dtype": "F33", "shape": [1], "data_offsets": [0, 4]}}, "unknown dtype"),
+    ({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, "non-negative integers"),
+    ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 400]}}, "not within"),
+    ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+      "b": {"dtype": "F32", "shape": [1], "data_offsets": [2, 6]}}, "overlap"),
+    ({"a": {"dtype": "F32", "shape": [1]}}, "exactly dtype, shape and data_offsets"),
+    ({"__metadata__": {"n": 1}}, "__metadata__"),
+])
+def test_hostile_headers_are_named(tmp_path, header, fragment):
+    raw = json.dumps(header).encode()
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + b"\0" * 8)
+    with pytest.raises(BadWeightsFileError, match=fragment):
+        weights.read_safetensors(path)

@@ -37,6 +37,19 @@ def register(sub):
     p.set_defaults(func=run)
 
 
+def read_bytes(path):
+    """The image file's bytes, or InvalidInputError naming the file (as `classify` says it)."""
+    from refimpl.errors import InvalidInputError
+
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise InvalidInputError(f"image file not found: {path}") from None
+    except OSError as e:
+        raise InvalidInputError(f"cannot read image file {path}: {e.strerror or e}") from None
+
+
 def run(args):
     from refimpl.serving.contract import run as contract_run
     from refimpl.serving.schemas import envelope
@@ -46,8 +59,7 @@ def run(args):
         options["threshold"] = args.threshold
     if args.wrap_uint16:
         options["wrap_uint16"] = True
-    with open(args.image, "rb") as f:
-        data = f.read()
+    data = read_bytes(args.image)
     inputs = {"image": list(data)} if args.input_form == "json" else data
     result = contract_run(args.model.hosted_name, inputs, weights=args.weights, revision=args.revision, dtype=args.dtype,
                           path=args.path, **options)

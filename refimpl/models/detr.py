@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from refimpl.models import check_path, fast, ops, record, resnet
-from refimpl.errors import CheckpointMismatchError
+from refimpl.errors import CheckpointMismatchError, ConfigFileError
 
 BACKBONE_PREFIX = "model.backbone.conv_encoder.model."
 
@@ -295,6 +295,8 @@ def layout(config):
         raise CheckpointMismatchError(f"config.json: {why}; refimpl implements DETR-ResNet-50 "
                                       "(timm resnet50 backbone, or the transformers ResNet-50 backbone)")
 
+    if not isinstance(config, dict):
+        raise ConfigFileError(f"config.json must be a JSON object, got {type(config).__name__}")
     if config.get("model_type", "detr") != "detr":
         refuse(f"model_type is {config.get('model_type')!r}, not 'detr'")
     if config.get("dilation", False):
@@ -325,29 +327,53 @@ def layout(config):
             refuse("use_timm_backbone=true contradicts a transformers ResNet backbone_config")
         resnet.check_config(backbone_config)
         out_features = backbone_config.get("out_features")
+        if out_features is not None and not (isinstance(out_features, list)
+                                             and all(isinstance(f, str) for f in out_features)):
+            raise ConfigFileError("config.json: 'backbone_config.out_features' must be a list of stage names")
         if out_features and out_features[-1] != "stage4":
             refuse(f"the backbone's last output is {out_features[-1]!r}, DETR reads 'stage4'")
         return "transformers"
     refuse(f"backbone_config.model_type is {kind!r}")
 
 
+# Bounds on config.json's sizes (far above DETR-ResNet-50's): a hostile config cannot make the
+# strict shape check, or a forward pass, allocate without limit before the weights disagree.
+INT_FIELDS = {  # key: (default, largest accepted)
+    "d_model": (256, 4096), "encoder_layers": (6, 64), "decoder_layers": (6, 64),
+    "encoder_attention_heads": (8, 256), "decoder_attention_heads": (8, 256),
+    "encoder_ffn_dim": (2048, 65536), "decoder_ffn_dim": (2048, 65536), "num_queries": (100, 10000),
+}
+
+
+def _int_field(config, key):
+    """config[key] (or its default) as an integer 1..bound, else ConfigFileError naming it."""
+    default, bound = INT_FIELDS[key]
+    value = config.get(key, default)
+    if type(value) is not int or not 1 <= value <= bound:
+        raise ConfigFileError(f"config.json: {key!r} must be an integer 1..{bound}, got {str(value)[:40]}")
+    return value
+
+
 def hparams(config):
-    """HParams of a DETR config.json, after checking it describes what `forward` computes."""
+    """HParams of a DETR config.json, after checking it describes what `forward` computes.
+    Every field read is checked (ConfigFileError / CheckpointMismatchError naming it)."""
+    if not isinstance(config, dict):
+        raise ConfigFileError(f"config.json must be a JSON object, got {type(config).__name__}")
     wanted = {"position_embedding_type": "sine", "activation_function": "relu", "num_channels": 3}
     for key, value in wanted.items():
         if config.get(key, value) != value:
             raise CheckpointMismatchError(f"config.json: {key}={config[key]!r}, refimpl's DETR implements {key}={value!r}")
     hp = HParams(
         layout=layout(config),
-        d_model=config.get("d_model", 256),
-        encoder_layers=config.get("encoder_layers", 6),
-        decoder_layers=config.get("decoder_layers", 6),
-        encoder_heads=config.get("encoder_attention_heads", 8),
-        decoder_heads=config.get("decoder_attention_heads", 8),
-        encoder_ffn_dim=config.get("encoder_ffn_dim", 2048),
-        decoder_ffn_dim=config.get("decoder_ffn_dim", 2048),
-        num_queries=config.get("num_queries", 100),
-        num_labels=len(config.get("id2label", {})) or config.get("num_labels", 91),
+        d_model=_int_field(config, "d_model"),
+        encoder_layers=_int_field(config, "encoder_layers"),
+        decoder_layers=_int_field(config, "decoder_layers"),
+        encoder_heads=_int_field(config, "encoder_attention_heads"),
+        decoder_heads=_int_field(config, "decoder_attention_heads"),
+        encoder_ffn_dim=_int_field(config, "encoder_ffn_dim"),
+        decoder_ffn_dim=_int_field(config, "decoder_ffn_dim"),
+        num_queries=_int_field(config, "num_queries"),
+        num_labels=resnet.num_labels(config, 91),
     )
     for heads in (hp.encoder_heads, hp.decoder_heads):
         if hp.d_model % heads:

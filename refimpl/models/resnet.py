@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refimpl.errors import CheckpointMismatchError
+from refimpl.errors import CheckpointMismatchError, ConfigFileError
 from refimpl.models import ops, record
 
 DEPTHS = (3, 4, 6, 3)
@@ -180,8 +180,29 @@ def backbone_shapes(names, depths=DEPTHS, widths=WIDTHS, stem_width=STEM_WIDTH):
     return shapes
 
 
+MAX_LABELS = 100_000  # bounds the classifier a config.json may ask for (ImageNet has 1000)
+
+
+def num_labels(config, default):
+    """The number of classes config.json describes: len(id2label), else num_labels, else `default`.
+    A malformed field is a ConfigFileError naming it."""
+    id2label = config.get("id2label")
+    if id2label is not None and not isinstance(id2label, dict):
+        raise ConfigFileError(f"config.json: 'id2label' must be an object, got {type(id2label).__name__}")
+    if id2label:
+        if len(id2label) > MAX_LABELS:
+            raise ConfigFileError(f"config.json: 'id2label' has {len(id2label)} entries, more than {MAX_LABELS}")
+        return len(id2label)
+    n = config.get("num_labels", default)
+    if type(n) is not int or not 1 <= n <= MAX_LABELS:
+        raise ConfigFileError(f"config.json: 'num_labels' must be an integer 1..{MAX_LABELS}, got {str(n)[:40]}")
+    return n
+
+
 def check_config(config):
     """Refuse configs this implementation does not compute (it is ResNet-50 v1.5, nothing else)."""
+    if not isinstance(config, dict):
+        raise ConfigFileError(f"config.json must be a JSON object, got {type(config).__name__}")
     wanted = {
         "depths": list(DEPTHS),
         "hidden_sizes": list(WIDTHS),
@@ -193,16 +214,17 @@ def check_config(config):
     }
     for key, value in wanted.items():
         if key in config and config[key] != value:
-            raise CheckpointMismatchError(f"config.json: {key}={config[key]!r}, refimpl implements ResNet-50 with {key}={value!r}")
+            raise CheckpointMismatchError(f"config.json: {key}={str(config[key])[:60]}, refimpl implements "
+                                          f"ResNet-50 with {key}={value!r}")
 
 
 def classifier_shapes(config):
     """{key: shape} of microsoft/resnet-50's checkpoint (ResNetForImageClassification)."""
     check_config(config)
-    num_labels = len(config.get("id2label", {})) or config.get("num_labels", 1000)
+    n = num_labels(config, 1000)
     shapes = backbone_shapes(CLASSIFIER_NAMES)
-    shapes["classifier.1.weight"] = (num_labels, WIDTHS[-1])
-    shapes["classifier.1.bias"] = (num_labels,)
+    shapes["classifier.1.weight"] = (n, WIDTHS[-1])
+    shapes["classifier.1.bias"] = (n,)
     return shapes
 
 

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from refimpl.errors import CheckpointMismatchError
+from refimpl.errors import CheckpointMismatchError, ConfigFileError, PreprocessorConfigError
 from refimpl.models import check_path, detr, fast, record, resnet
 from refimpl.pipeline import decode, postprocess, preprocess
-from refimpl.pipeline.weights import Checkpoint, load_checkpoint
+from refimpl.pipeline.weights import PREPROCESSOR_FILE, Checkpoint, load_checkpoint
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 DEFAULT_PATH = "fast"  # what a loaded model answers with unless told otherwise (README: "Paths")
@@ -51,6 +51,17 @@ def image_array(image):
     if isinstance(image, (str, Path)):
         return decode.read_image(image)[1]
     raise TypeError(f"image must be bytes, a path or an (H, W, 3) uint8 array, got {type(image).__name__}")
+
+
+def check_preprocessor(checkpoint, check):
+    """Run `check` (a preprocess.check_*_config) on the checkpoint's preprocessor_config.json at
+    load time: a config refimpl cannot follow is a weights problem (ConfigFileError, 5007), named
+    with its file, not an error on every later image."""
+    try:
+        check(checkpoint.preprocessor)
+    except PreprocessorConfigError as e:
+        raise ConfigFileError(f"{checkpoint.folder / PREPROCESSOR_FILE}: {e}") from e
+    return checkpoint
 
 
 @dataclass(frozen=True)
@@ -83,7 +94,9 @@ class ResNet50(LoadedModel):
     @classmethod
     def load(cls, source, revision="main", dtype="float32", path=DEFAULT_PATH):
         dtype = as_dtype(dtype)
-        model = cls(load_checkpoint(source, cls.expected_shapes, revision, dtype), dtype, check_path(path))
+        checkpoint = check_preprocessor(load_checkpoint(source, cls.expected_shapes, revision, dtype),
+                                        preprocess.check_classification_config)
+        model = cls(checkpoint, dtype, check_path(path))
         if path == "fast":
             fast.plan(model.checkpoint.params, resnet.CLASSIFIER_NAMES, dtype=dtype)  # fold BN once, now
         return model
@@ -138,6 +151,7 @@ class DETR(LoadedModel):
             if not hint:
                 raise
             raise CheckpointMismatchError(f"{e}{hint}") from e
+        check_preprocessor(checkpoint, preprocess.check_detection_config)
         model = cls(checkpoint, dtype, check_path(path))
         if path == "fast":
             fast.plan(checkpoint.params, model.hparams.backbone_names, dtype=dtype)  # fold the backbone's BN once

@@ -29,6 +29,8 @@ Config keys (missing optional keys take the transformers class defaults, listed 
       rescale_factor (1/255).
   detection (DetrImageProcessor): size = {"shortest_edge": S, "longest_edge": L}, or the older
       S with "max_size": L (L defaults to 1333); resample (2 = bilinear), do_pad (true), ...
+  Every size is an integer 1..MAX_EDGE (4096), checked before anything is allocated;
+  `check_classification_config` / `check_detection_config` check a whole config (at load time).
 """
 
 import math
@@ -37,7 +39,13 @@ from numbers import Real
 import numpy as np
 from PIL import Image
 
-from refimpl.errors import InvalidInputError, PreprocessorConfigError
+from refimpl.errors import InvalidInputError, PreprocessorConfigError, short
+
+# The largest output side a preprocessor_config.json may ask for (shortest_edge, longest_edge,
+# classification size, and the classification resize size / crop_pct). The official values are
+# 224 (256 before the crop) and 800 / 1333; the bound stops a config from asking for a resize or a
+# zero-padded crop that would allocate gigabytes (a (3, 4096, 4096) float32 input is 200 MB).
+MAX_EDGE = 4096
 
 # Pillow's resampling filters, by the integer a preprocessor_config.json stores.
 RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
@@ -53,8 +61,11 @@ def _bad(message):
 
 
 def _positive_int(value, what):
+    """A size in pixels: an integer 1..MAX_EDGE."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise _bad(f"{what} must be a positive integer, got {value!r}")
+        raise _bad(f"{what} must be a positive integer, got {short(value, 40)}")
+    if value > MAX_EDGE:
+        raise _bad(f"{what} is {value}, more than refimpl's limit of {MAX_EDGE} pixels")
     return value
 
 
@@ -77,7 +88,7 @@ def _channels(config, key):
         or len(value) != 3
         or not all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in value)
     ):
-        raise _bad(f"{key!r} must be 3 finite numbers, got {value!r}")
+        raise _bad(f"{key!r} must be 3 finite numbers, got {short(value, 80)}")
     if key == "image_std" and any(v == 0 for v in value):
         raise _bad(f"'image_std' has a zero entry: {value!r}")
     return [float(v) for v in value]
@@ -86,6 +97,10 @@ def _channels(config, key):
 def _require_dict(config):
     if not isinstance(config, dict):
         raise _bad(f"it must be a dict, got {type(config).__name__}")
+    if "image_processor_type" in config or "feature_extractor_type" in config:
+        declared = config.get("image_processor_type", config.get("feature_extractor_type"))
+        if declared is not None and not isinstance(declared, str):
+            raise _bad(f"'image_processor_type' must be a string, got {short(declared, 40)}")
 
 
 def _common(config, kind, known_types, default_resample):
@@ -100,14 +115,14 @@ def _common(config, kind, known_types, default_resample):
     if not _flag(config, "do_resize"):
         raise _bad("do_resize=false is not supported")
     resample = config.get("resample", default_resample)
-    if isinstance(resample, bool) or resample not in RESAMPLE:
+    if isinstance(resample, bool) or not isinstance(resample, int) or resample not in RESAMPLE:
         names = ", ".join(f"{k} {v}" for k, v in RESAMPLE.items())
-        raise _bad(f"unknown resample {resample!r} (Pillow's filters are {names})")
+        raise _bad(f"unknown resample {short(resample, 40)} (Pillow's filters are {names})")
     rescale = None
     if _flag(config, "do_rescale"):
         rescale = config.get("rescale_factor", 1 / 255)
         if isinstance(rescale, bool) or not isinstance(rescale, Real) or not math.isfinite(rescale):
-            raise _bad(f"'rescale_factor' must be a number, got {rescale!r}")
+            raise _bad(f"'rescale_factor' must be a number, got {short(rescale, 40)}")
     mean_std = (_channels(config, "image_mean"), _channels(config, "image_std"))
     if not _flag(config, "do_normalize"):
         mean_std = None
@@ -120,7 +135,7 @@ def classification_size(config):
     size = config.get("size")
     if isinstance(size, dict):
         if set(size) != {"shortest_edge"}:
-            raise _bad(f"classification 'size' must be {{'shortest_edge': N}} or N, got {size!r}")
+            raise _bad(f"classification 'size' must be {{'shortest_edge': N}} or N, got {short(size, 80)}")
         size = size["shortest_edge"]
     if size is None:
         raise _bad("'size' is missing")
@@ -135,7 +150,7 @@ def _detection_edges(config):
         if set(size) != {"shortest_edge", "longest_edge"}:
             raise _bad(
                 "detection 'size' must be {'shortest_edge': S, 'longest_edge': L} "
-                f"(or S with 'max_size': L), got {size!r}"
+                f"(or S with 'max_size': L), got {short(size, 80)}"
             )
         return (
             _positive_int(size["shortest_edge"], "shortest_edge"),
@@ -231,6 +246,34 @@ def _check_inputs(images, dtype):
     return dtype
 
 
+def check_classification_config(config):
+    """Every field classification_inputs reads, checked -> (resample, rescale, mean_std, size, crop_pct).
+    Raises PreprocessorConfigError naming the field (loading a model calls this, so a bad config is
+    refused when the checkpoint is loaded, not on the first image)."""
+    resample, rescale, mean_std = _common(config, "classification", _CLASSIFICATION_TYPES, 3)
+    if _flag(config, "do_center_crop", False):
+        raise _bad("do_center_crop=true is not supported (crop_pct does the cropping)")
+    size = classification_size(config)
+    crop_pct = config.get("crop_pct", 224 / 256)
+    if isinstance(crop_pct, bool) or not isinstance(crop_pct, Real) or not 0 < crop_pct < math.inf:
+        raise _bad(f"'crop_pct' must be a positive number, got {short(crop_pct, 40)}")
+    if size < 384 and not 1 <= int(size / crop_pct) <= MAX_EDGE:
+        raise _bad(f"'crop_pct' {crop_pct} resizes to {int(size / crop_pct)} pixels, outside 1..{MAX_EDGE}")
+    return resample, rescale, mean_std, size, crop_pct
+
+
+def check_detection_config(config):
+    """Every field detection_inputs reads, checked -> (resample, rescale, mean_std).
+    Raises PreprocessorConfigError naming the field."""
+    resample, rescale, mean_std = _common(config, "detection", _DETECTION_TYPES, 2)
+    if not _flag(config, "do_pad"):
+        raise _bad("do_pad=false is not supported")
+    if config.get("pad_size") is not None:
+        raise _bad("a fixed 'pad_size' is not supported")
+    _detection_edges(config)
+    return resample, rescale, mean_std
+
+
 def classification_inputs(images, config, dtype=np.float32):
     """ConvNextImageProcessor (Pillow backend): list of (H, W, 3) uint8 RGB -> (N, 3, S, S) `dtype`.
 
@@ -238,13 +281,7 @@ def classification_inputs(images, config, dtype=np.float32):
     and the center S x S is cropped; for S >= 384 the image is warped to S x S (no crop).
     """
     dtype = _check_inputs(images, dtype)
-    resample, rescale, mean_std = _common(config, "classification", _CLASSIFICATION_TYPES, 3)
-    if _flag(config, "do_center_crop", False):
-        raise _bad("do_center_crop=true is not supported (crop_pct does the cropping)")
-    size = classification_size(config)
-    crop_pct = config.get("crop_pct", 224 / 256)
-    if isinstance(crop_pct, bool) or not isinstance(crop_pct, Real) or not 0 < crop_pct:
-        raise _bad(f"'crop_pct' must be a positive number, got {crop_pct!r}")
+    resample, rescale, mean_std, size, crop_pct = check_classification_config(config)
     out = np.empty((len(images), 3, size, size), dtype=dtype)
     for i, image in enumerate(images):
         if size < 384:
@@ -265,11 +302,7 @@ def detection_inputs(images, config, dtype=np.float32):
     sizes: list of N (h, w) sizes after resizing (before padding).
     """
     dtype = _check_inputs(images, dtype)
-    resample, rescale, mean_std = _common(config, "detection", _DETECTION_TYPES, 2)
-    if not _flag(config, "do_pad"):
-        raise _bad("do_pad=false is not supported")
-    if config.get("pad_size") is not None:
-        raise _bad("a fixed 'pad_size' is not supported")
+    resample, rescale, mean_std = check_detection_config(config)
     resized = [_resize(im, detection_resize_shape(*im.shape[:2], config), resample) for im in images]
     sizes = [im.shape[:2] for im in resized]
     hmax, wmax = max(h for h, _ in sizes), max(w for _, w in sizes)

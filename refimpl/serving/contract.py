@@ -30,6 +30,7 @@ for array elements, the first offending index and value):
     outside 0..255              ValueOutOfRangeError     12.5                     FractionalValueError
     unknown model               UnknownModelError        bad output option        InvalidOptionError
     bytes that do not decode    the ImageDecodeError subclasses of refimpl.pipeline.decode
+    an output that is NaN/inf   NonFiniteOutputError (code 5007: the weights' fault, never emitted)
 
 An element is checked in that order: array/object, boolean, non-number, non-finite, range,
 whole-ness (so -0.5 is out of range, 12.5 is fractional).
@@ -75,6 +76,7 @@ from refimpl.errors import (
     InvalidOptionError,
     MissingImageError,
     NestedArrayError,
+    NonFiniteOutputError,
     NonFiniteValueError,
     NonNumericValueError,
     NotAnImageError,
@@ -269,9 +271,45 @@ def clear_cache():
 def run(model, inputs, **options):
     """The hosted API's call: `model` name, `inputs` per the input schema -> the output schema's
     JSON-ready list. See the module docstring for the options and the errors."""
+    return predict(*prepare(model, inputs, **options))
+
+
+def prepare(model, inputs, **options):
+    """Everything run() checks before it needs the model: the name, the options, the inputs
+    (decoded). -> (spec, pixels (H, W, 3) uint8, output options, loading options). Refusals here
+    need no weights, so the server runs this outside its one-at-a-time model queue."""
     spec = registry.get(model)
     loading = {k: options.pop(k) for k in list(options) if k in LOADING_OPTIONS}
     opts = output_options(spec, options)
     pixels = decode_inputs(inputs)  # refused before any weights are read
+    return spec, pixels, opts, loading
+
+
+def predict(spec, pixels, opts, loading):
+    """The model's answer for prepare()'s result; every number in it finite (else
+    NonFiniteOutputError, code 5007: the contract never emits NaN or infinity)."""
     output, _ = get_model(spec, **loading).predict(pixels, **opts)
+    bad = _first_non_finite(output)
+    if bad is not None:
+        raise NonFiniteOutputError(
+            f"{spec.hosted_name}: the weights produced a non-finite output ({bad}) for this image; "
+            "the contract never emits NaN or infinity"
+        )
     return output
+
+
+def _first_non_finite(value, where="result"):
+    """The path of the first NaN / infinite float in a JSON-ready value, or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{where} is {value}"
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        bad = _first_non_finite(v, f"{where}[{k!r}]" if isinstance(k, str) else f"{where}[{k}]")
+        if bad is not None:
+            return bad
+    return None
