@@ -174,3 +174,14 @@ def short(value, n=40):
     except ValueError:  # an int with more digits than Python will print
         return "a very large number"
     return text if len(text) <= n else text[: n - 3] + "..."
+
+
+class ResultsFileError(RefimplError):
+    """A results file (audit-dir, evaluate) that is not recognisably this run's own: another
+    model's or another tool's results, something else entirely, or a corrupt line. The file is
+    left untouched."""
+
+
+class DatasetError(RefimplError):
+    """A dataset refimpl cannot evaluate on: no images, an unknown label, a class folder name that
+    is not a WordNet id, class index or label, annotations that do not name the images, ..."""
