@@ -1,0 +1,272 @@
+"""`refimpl evaluate`: a dataset -> one JSON record per image in a resumable results file -> metrics.
+
+    >>> report = evaluate("val/", model="resnet-50", out="val.jsonl", workers=2)
+    >>> report["metrics"]            # {"top1": …, "top5": …, "top1_correct": …, "top5_correct": …}
+
+Records (one JSON line per image, `"record": "evaluate"`):
+- classification: `label` (the true class index), `top5` (class indices, best first, ties by
+  index) and `top5_scores` (their softmax probabilities);
+- detection: `image_id` and `detections`, every query mapped to a COCO category
+  (`{"category_id", "bbox": [x, y, w, h], "score"}`, pixels of the original image);
+- both: `image`, `model` (hosted name), `task`, `weights_sha256`, and `error` when refimpl refuses
+  the image (it then counts as wrong / detects nothing).
+
+Batches are fixed by dataset position (images 0..B-1, B..2B-1, … of the sorted dataset), whichever
+process computes them and whether or not the run was interrupted, so a record never depends on how
+the run was split: one process, N workers and a resumed run write the same records. A batch
+whose records are not all in the file is computed again; only its missing records are written.
+
+Workers are spawned processes, each loading the model once, reading its own images (memory is
+bounded by workers × batch, not by the dataset) and running BLAS with `threads` threads so the
+cores are not oversubscribed. The results file is written by this process only.
+"""
+
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from refimpl import registry
+from refimpl.conformance.audit_dir import Appender, open_results
+from refimpl.errors import DatasetError, RefimplError, ResultsFileError
+from refimpl.evaluation import data as datasets
+from refimpl.evaluation import metrics
+from refimpl.models import ops
+from refimpl.pipeline.loaded import image_array
+
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+DEFAULT_BATCH = {"image-classification": 8, "object-detection": 1}  # chosen by measurement: docs/evaluation.md
+
+# Figures the model authors publish for their official weights, printed beside ours when the
+# official weights are evaluated; keyed by the checkpoint's repository.
+PUBLISHED = {
+    "facebook/detr-resnet-50": {"AP": 0.420, "source": "DETR paper (Carion et al. 2020), Table 1, and the model card: "
+                                                       "42.0 AP on COCO 2017 val"},
+}
+
+
+def is_evaluate_record(rec):
+    return (rec.get("record") == "evaluate" and isinstance(rec.get("image"), str)
+            and isinstance(rec.get("model"), str) and isinstance(rec.get("task"), str))
+
+
+def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, limit=None, workers=1, batch=None,
+             threads=None, restart=False, progress=True, weights=None, revision=None, dtype="float32", path="fast"):
+    """Evaluate `model` on the dataset `data` (see refimpl.evaluation.data) -> the report (dict).
+
+    out: the results file (default DATA/evaluate-<model>.jsonl); a rerun resumes it. limit: the
+    first N images of the sorted dataset only. workers: processes (1 = this one). batch: images
+    per forward (default: 8 for classification, 1 for detection). threads: BLAS threads per
+    worker (default: cores // workers)."""
+    spec = registry.get(model)
+    loading = {"weights": weights, "revision": revision, "dtype": dtype, "path": path}
+    loaded = spec.load(**loading)
+    id2label = loaded.checkpoint.id2label
+    coco = cats = None
+    if spec.task == "object-detection":
+        if annotations is None:
+            raise DatasetError(f"{spec.name} is evaluated against COCO annotations: pass --annotations instances.json")
+        coco = datasets.read_coco(annotations)
+        cats = datasets.category_map(coco, id2label)
+        items = datasets.detection_items(data, coco)
+    else:
+        if annotations is not None:
+            raise DatasetError(f"{spec.name} is a classifier: --annotations is for detection; use --labels or class folders")
+        items = datasets.classification_items(data, id2label, labels)
+    if limit is not None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        items = items[:limit]
+    batch = int(batch or DEFAULT_BATCH[spec.task])
+    if batch < 1 or workers < 1:
+        raise ValueError("batch and workers must be at least 1")
+    out = Path(out) if out else Path(data) / f"evaluate-{spec.name}.jsonl"
+    records = _own_records(out, spec, loaded, restart)
+    done = {r["image"] for r in records}
+    batches = [items[i:i + batch] for i in range(0, len(items), batch)]
+    todo = [b for b in batches if any(item.name not in done for item in b)]
+    job = {"model": spec.name, "loading": loading, "task": spec.task, "categories": cats,
+           "weights_sha256": loaded.checkpoint.sha256, "hosted_name": spec.hosted_name}
+    stream = progress if hasattr(progress, "write") else sys.stderr
+    bar = tqdm(total=sum(1 for b in todo for item in b if item.name not in done), file=stream, unit="image",
+               disable=not progress or not _isatty(stream), smoothing=0.1)
+    started = time.perf_counter()
+    computed = 0
+    try:
+        with Appender(out) as f:
+            for batch_records in _compute(todo, job, loaded, workers, threads):
+                for rec in batch_records:
+                    if rec["image"] not in done:
+                        f.write(rec)
+                        records.append(rec)
+                        done.add(rec["image"])
+                        computed += 1
+                        bar.update(1)
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - started
+    wanted = {item.name for item in items}
+    mine = sorted((r for r in records if r["image"] in wanted), key=lambda r: r["image"])
+    if spec.task == "object-detection":
+        found = metrics.coco_metrics(coco, mine)
+    else:
+        found = metrics.classification_metrics(mine)
+    published = PUBLISHED.get(spec.repo_id)
+    return {
+        "task": spec.task, "model": spec.hosted_name, "data": str(data), "n_images": len(mine),
+        "metrics": found,
+        "published": published, "official_weights": loaded.checkpoint.source == spec.repo_id,
+        "weights_sha256": loaded.checkpoint.sha256, "path": path, "dtype": dtype,
+        "errors": [{"image": r["image"], "error": r["error"]} for r in mine if r.get("error")],
+        "out": str(out), "computed_now": computed, "workers": workers, "batch": batch,
+        "seconds": round(elapsed, 3), "images_per_second": round(computed / elapsed, 3) if computed and elapsed else None,
+        "compared": ("top-1/top-5: the true class against the first 1 / 5 classes of refimpl's logits"
+                     if spec.task == "image-classification" else
+                     "COCO bbox AP (pycocotools COCOeval) of every query's detection against the annotations"),
+    }
+
+
+def _own_records(out, spec, loaded, restart):
+    records = open_results(out, spec.hosted_name, restart, is_evaluate_record, "evaluate")
+    for number, r in enumerate(records, 1):
+        if r.get("weights_sha256") != loaded.checkpoint.sha256 or r["task"] != spec.task:
+            raise ResultsFileError(f"{out} line {number} was computed with other weights (SHA-256 "
+                                   f"{str(r.get('weights_sha256'))[:12]}…, not {loaded.checkpoint.sha256[:12]}…): "
+                                   "refusing to mix them; it was left untouched (pass another --out, or --restart)")
+    return records
+
+
+# --- computing batches ------------------------------------------------------------------------------
+
+def _compute(todo, job, loaded, workers, threads):
+    """Yield each batch's records, computed here (workers == 1) or by a pool of spawned workers."""
+    if workers == 1 or len(todo) <= 1:
+        for b in todo:
+            yield run_batch(loaded, job, b)
+        return
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter reads the BLAS variables
+    saved = {k: os.environ.get(k) for k in BLAS_THREAD_VARIABLES}
+    os.environ.update({k: str(threads) for k in BLAS_THREAD_VARIABLES})
+    try:
+        pool = context.Pool(workers, initializer=_worker_init, initargs=(job,))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    try:
+        # imap_unordered hands out one batch at a time: at most `workers` batches of images are
+        # decoded at once, and records come back as soon as a batch is done.
+        yield from pool.imap_unordered(_worker_run, todo, chunksize=1)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+_WORKER = {}
+
+
+def _worker_init(job):
+    _WORKER["job"] = job
+    _WORKER["model"] = registry.load(job["model"], **job["loading"])
+
+
+def _worker_run(batch):
+    return run_batch(_WORKER["model"], _WORKER["job"], batch)
+
+
+def run_batch(loaded, job, batch):
+    """The records of one batch of `datasets.Item`s."""
+    base = {"record": "evaluate", "model": job["hosted_name"], "task": job["task"],
+            "weights_sha256": job["weights_sha256"]}
+    images, records = [], []
+    for item in batch:
+        rec = dict(base, image=item.name)
+        try:
+            images.append((rec, image_array(item.path)))
+        except (OSError, RefimplError) as e:
+            rec["error"] = f"{type(e).__name__}: {e}"
+        records.append(rec)
+    if job["task"] == "image-classification":
+        for rec, item in zip(records, batch):
+            rec.update(label=item.label, top5=[], top5_scores=[])
+        if images:
+            logits = loaded.forward(loaded.preprocess([pixels for _, pixels in images]))
+            for (rec, _), row in zip(images, logits):
+                rec["top5"], rec["top5_scores"] = top5(row)
+    else:
+        for rec, item in zip(records, batch):
+            rec.update(image_id=item.label, detections=[])
+        for rec, pixels in images:  # one image per forward: DETR's padding would change the answer
+            detections = loaded.predict(pixels, shape="reference", threshold=None)[0]
+            rec["detections"] = coco_detections(detections, job["categories"])
+    return records
+
+
+def top5(logits):
+    """logits (num_labels,) -> (the 5 best class indices, their softmax probabilities), ordered as
+    the contract's top-k (refimpl.pipeline.postprocess.top_k: stable, ties by class index)."""
+    probs = ops.softmax(logits)
+    order = np.argsort(-probs, kind="stable")[:5]
+    return [int(i) for i in order], [float(probs[i]) for i in order]
+
+
+def coco_detections(detections, categories):
+    """One image's detections for every query (refimpl's reference shape, threshold None: what
+    DETR's own evaluation scores) -> COCO results: `label` -> its category id (by name), box
+    corners -> [x, y, width, height] in the original image's pixels. Queries whose class is not
+    an annotated category are left out (COCOeval would ignore them)."""
+    out = []
+    for d in detections:
+        category = categories.get(d["label"])
+        if category is None:
+            continue
+        b = d["box"]
+        out.append({"category_id": category, "bbox": [b["xmin"], b["ymin"], b["xmax"] - b["xmin"], b["ymax"] - b["ymin"]],
+                    "score": d["score"]})
+    return out
+
+
+# --- the report ---------------------------------------------------------------------------------------
+
+def format_report(report):
+    m = report["metrics"]
+    lines = [f"evaluate {report['data']}: {report['model']} on {report['n_images']} image(s), {report['path']} path, "
+             f"{report['dtype']} (results: {report['out']})"]
+    if report["task"] == "image-classification":
+        lines.append(f"  top-1 {_pct(m['top1'])} ({m['top1_correct']}/{report['n_images']})   "
+                     f"top-5 {_pct(m['top5'])} ({m['top5_correct']}/{report['n_images']})")
+    else:
+        lines.append("  " + "  ".join(f"{k} {_num(m[k])}" for k in metrics.COCO_STATS[:6]))
+        lines.append("  " + "  ".join(f"{k} {_num(m[k])}" for k in metrics.COCO_STATS[6:]))
+    if report["published"]:
+        which = "these are the official weights" if report["official_weights"] else "not these weights"
+        figures = ", ".join(f"{k} {v}" for k, v in report["published"].items() if k != "source")
+        lines.append(f"  published for the official weights: {figures} ({report['published']['source']}; {which})")
+    if report["errors"]:
+        lines.append(f"  {len(report['errors'])} image(s) refimpl refuses (counted as wrong / no detection), "
+                     f"e.g. {report['errors'][0]['image']}: {report['errors'][0]['error']}")
+    if report["computed_now"]:
+        lines.append(f"  computed now: {report['computed_now']} image(s) in {report['seconds']:.1f} s "
+                     f"({report['images_per_second']:.2f} images/s, {report['workers']} worker(s), batch {report['batch']})")
+    lines.append(f"  compared: {report['compared']}")
+    return "\n".join(lines)
+
+
+def _pct(x):
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _num(x):
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _isatty(stream):
+    return hasattr(stream, "isatty") and stream.isatty()
