@@ -262,3 +262,23 @@ def test_a_torn_last_line_after_a_kill_is_redone_once(folder, weights, tmp_path)
     summary = audit_dir(folder, RESNET, out, progress=False, weights=weights)
     images = [r["image"] for r in map(json.loads, out.read_text().splitlines())]
     assert images == ["a.png", "b.png", "c.png", "d.png", "e.png"] and summary["audited_now"] == 3
+
+
+# --- dataset statistics ------------------------------------------------------------------------------
+
+
+def test_summary_statistics(folder, weights, tmp_path):
+    """a and b agree, c swaps the first two labels (same set, scores follow their labels), d is
+    malformed, e has no claim: the statistics count what the verdicts' rows say."""
+    summary = audit_dir(folder, RESNET, tmp_path / "r.jsonl", progress=False, weights=weights)
+    st = summary["statistics"]
+    judged = [r for r in lines(tmp_path / "r.jsonl") if r.get("verdict")]
+    assert st["judged"] == len(judged) and {r["image"] for r in judged} >= {"a.png", "b.png", "c.png"}
+    ref_c = contract.run(RESNET, (folder / "c.png").read_bytes(), weights=weights)
+    n = st["judged"]
+    assert st["top1_agreement"] == pytest.approx((n - 1) / n)  # only c's rank 1 differs
+    assert st["top5_set_agreement"] == 1.0  # a swap keeps the set
+    assert st["confusion"] == [{"reference": ref_c[0]["label"], "claimed": ref_c[1]["label"], "images": 1}]
+    assert st["score_diff"]["max"] == pytest.approx(ref_c[0]["score"] - ref_c[1]["score"], abs=1e-6)
+    assert st["score_diff"]["min"] == 0.0
+    assert "top-1 agreement" in audit_module.format_summary(summary)

@@ -9,8 +9,9 @@ file,label; label a class index or an id2label name). Detection: DATA is a folde
 COCOeval (pip install 'refimpl[evaluate]').
 
 One JSON line per image goes to --out (default DATA/evaluate-<model>.jsonl) as it is computed; a
-rerun resumes (--restart starts over). --workers N runs N processes, each with its own model and
-cores // N BLAS threads; the records are the same as one process's. Exit status: 0 done, 2 on
+rerun resumes (--restart starts over). --workers N (default: one per core) processes compute,
+each with its own model and --threads BLAS threads (default 1); the records are the same for
+any number of workers. Exit status: 0 done, 2 on
 usage errors, 130 when interrupted (rerun to resume)."""
 
 import argparse
@@ -30,25 +31,23 @@ def register(sub):
     p.add_argument("--out", metavar="RESULTS.jsonl", help="results file (default DATA/evaluate-<model>.jsonl)")
     p.add_argument("--restart", action="store_true", help="discard earlier results (of this tool) and start over")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images of the sorted dataset only")
-    p.add_argument("--workers", type=int, metavar="N", default=1,
-                   help="processes to run (default 1; 0 = one per core); records are identical either way")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes computing (default: one per core); the records are the same for any N")
     p.add_argument("--batch", type=int, metavar="B", help="images per forward (default 8 classification, 1 detection)")
-    p.add_argument("--threads", type=int, metavar="T", help="BLAS threads per worker (default cores // workers)")
+    p.add_argument("--threads", type=int, metavar="T", help="BLAS threads per worker (default 1; part of the records' setup)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal anyway)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 
 
 def run(args):
-    import os
-
     from refimpl.evaluation import evaluate, format_report
 
-    workers = args.workers if args.workers != 0 else (os.cpu_count() or 1)
-    if workers < 0:
-        raise ValueError("--workers must be >= 0")
+    for name in ("limit", "workers", "batch", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be at least 1")
     report = evaluate(args.data, args.model.name, annotations=args.annotations, labels=args.labels, out=args.out,
-                      limit=args.limit, workers=workers, batch=args.batch, threads=args.threads, restart=args.restart,
+                      limit=args.limit, workers=args.workers, batch=args.batch, threads=args.threads, restart=args.restart,
                       progress=not args.no_progress, weights=args.weights, revision=args.revision, dtype=args.dtype,
                       path=args.path)
     if args.json:

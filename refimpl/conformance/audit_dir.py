@@ -8,9 +8,11 @@ Each image is judged by `refimpl.conformance.audit.audit`; see there for the ver
 """
 
 import json
+import math
 import sys
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from refimpl import registry
@@ -190,8 +192,76 @@ def summarize(records, images, folder, out, audited_now):
         "not_agreeing": [{"image": r["image"], "status": r["status"],
                           "first_problem": (r["problems"] or [None])[0]} for r in bad],
         "claims_without_image": orphans,
+        "statistics": statistics(records),
         "ok": not bad,
     }
+
+
+def statistics(records):
+    """Dataset statistics of the judged records (those with a verdict): counts per signature and,
+    from the verdicts' rows, how often the claimed and reference answers agree.
+
+    Classification: top-1 agreement (the rank-1 labels are equal), top-5 set agreement (the same
+    set of labels), |claimed − reference| score differences over every matched label (mean, p95,
+    max), the per-image Spearman rank correlation of the scores (mean, min), and the confusion:
+    (reference top-1, claimed top-1) pairs that differ, most frequent first. Detection: matched,
+    missing and extra detections in total, score differences and IoU of the matched ones."""
+    judged = [r for r in records if r.get("verdict")]
+    by_signature = {}
+    for r in judged:
+        for name in r["verdict"].get("signatures") or []:
+            by_signature[name] = by_signature.get(name, 0) + 1
+    out = {"judged": len(judged), "by_signature": dict(sorted(by_signature.items()))}
+    if not judged:
+        return out
+    diffs, rhos = [], []
+    for r in judged:
+        diffs += [abs(row["score_diff"]) for row in r["verdict"]["rows"] if _number(row.get("score_diff"))]
+        if _number(r["verdict"]["stats"].get("spearman")):
+            rhos.append(r["verdict"]["stats"]["spearman"])
+    out["score_diff"] = _spread(diffs)
+    out["spearman"] = {"n": len(rhos), "mean": float(np.mean(rhos)), "min": float(np.min(rhos))} if rhos else None
+    if judged[0]["verdict"]["task"] == "image-classification":
+        top1 = top5 = 0
+        confusion = {}
+        for r in judged:
+            rows = r["verdict"]["rows"]
+            ref = [row.get("reference_label") for row in rows if row.get("reference_label") is not None]
+            claimed = [row.get("claimed_label") for row in rows if row.get("claimed_label") is not None]
+            first = [row for row in rows if row.get("rank") == 1]
+            if first and first[0].get("reference_label") == first[0].get("claimed_label"):
+                top1 += 1
+            elif first:
+                pair = (first[0].get("reference_label"), first[0].get("claimed_label"))
+                confusion[pair] = confusion.get(pair, 0) + 1
+            top5 += bool(ref) and set(ref) == set(claimed)
+        out["top1_agreement"] = top1 / len(judged)
+        out["top5_set_agreement"] = top5 / len(judged)
+        out["confusion"] = [{"reference": a, "claimed": b, "images": n}
+                            for (a, b), n in sorted(confusion.items(), key=lambda kv: (-kv[1], str(kv[0])))]
+    else:
+        counts = {}
+        ious = []
+        for r in judged:
+            for row in r["verdict"]["rows"]:
+                counts[row.get("status")] = counts.get(row.get("status"), 0) + 1
+                if row.get("status") == "match" and _number(row.get("iou")):
+                    ious.append(row["iou"])
+        out["detections"] = dict(sorted((str(k), v) for k, v in counts.items()))
+        out["iou"] = _spread(ious)
+    return out
+
+
+def _number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _spread(values):
+    if not values:
+        return None
+    v = np.asarray(values, dtype=np.float64)
+    return {"n": int(v.size), "mean": float(v.mean()), "p95": float(np.percentile(v, 95)), "max": float(v.max()),
+            "min": float(v.min())}
 
 
 def format_summary(s):
@@ -200,6 +270,22 @@ def format_summary(s):
     lines.append("  " + ", ".join(f"{k}: {v}" for k, v in s["by_status"].items()) if s["by_status"] else "  nothing audited")
     for r in s["not_agreeing"]:
         lines.append(f"  {r['status']:<10} {r['image']}: {r['first_problem'] or ''}")
+    st = s.get("statistics") or {}
+    if st.get("judged"):
+        parts = [f"{st['judged']} judged"]
+        if "top1_agreement" in st:
+            parts.append(f"top-1 agreement {100 * st['top1_agreement']:.1f}%, top-5 set agreement "
+                         f"{100 * st['top5_set_agreement']:.1f}%")
+        if st.get("score_diff"):
+            d = st["score_diff"]
+            parts.append(f"|score diff| mean {d['mean']:.2g}, p95 {d['p95']:.2g}, max {d['max']:.2g}")
+        if st.get("spearman"):
+            parts.append(f"Spearman mean {st['spearman']['mean']:.3f} (min {st['spearman']['min']:.3f})")
+        if st["by_signature"]:
+            parts.append("signatures: " + ", ".join(f"{k} {v}" for k, v in st["by_signature"].items()))
+        lines.append("  statistics: " + "; ".join(parts))
+        for c in (st.get("confusion") or [])[:5]:
+            lines.append(f"  confused: reference {c['reference']} -> claimed {c['claimed']} ({c['images']} image(s))")
     if s["claims_without_image"]:
         lines.append(f"  claims without an image (ignored): {', '.join(s['claims_without_image'])}")
     verdict = "every recorded claim agrees with the reference" if s["ok"] else f"{len(s['not_agreeing'])} image(s) do not agree"

@@ -8,8 +8,10 @@ Records (one JSON line per image, `"record": "evaluate"`):
   index) and `top5_scores` (their softmax probabilities);
 - detection: `image_id` and `detections`, every query mapped to a COCO category
   (`{"category_id", "bbox": [x, y, w, h], "score"}`, pixels of the original image);
-- both: `image`, `model` (hosted name), `task`, `weights_sha256`, and `error` when refimpl refuses
-  the image (it then counts as wrong / detects nothing).
+- both: `image`, `model` (hosted name), `task`, `weights_sha256`, `setup` (a digest of what else
+  decides the answer: preprocessor config, dtype, path, batch), and `error` when refimpl refuses
+  the image (it then counts as wrong / detects nothing). A resumed run refuses a file whose
+  records were computed with other weights or another setup: they never mix.
 
 Batches are fixed by dataset position (images 0..B-1, B..2B-1, … of the sorted dataset), whichever
 process computes them and whether or not the run was interrupted, so a record never depends on how
@@ -17,10 +19,13 @@ the run was split: one process, N workers and a resumed run write the same recor
 whose records are not all in the file is computed again; only its missing records are written.
 
 Workers are spawned processes, each loading the model once, reading its own images (memory is
-bounded by workers × batch, not by the dataset) and running BLAS with `threads` threads so the
-cores are not oversubscribed. The results file is written by this process only.
+bounded by workers × batch, not by the dataset) and running BLAS with `threads` threads (default
+1, with one worker per core: the cores are not oversubscribed). The results file is written by
+this process only.
 """
 
+import hashlib
+import json
 import multiprocessing
 import os
 import sys
@@ -40,6 +45,12 @@ from refimpl.pipeline.loaded import image_array
 
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 DEFAULT_BATCH = {"image-classification": 8, "object-detection": 1}  # chosen by measurement: docs/evaluation.md
+DEFAULT_THREADS = 1  # BLAS threads per worker; the default workers = one per core
+
+
+def cores():
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 # Figures the model authors publish for their official weights, printed beside ours when the
 # official weights are evaluated; keyed by the checkpoint's repository.
@@ -54,14 +65,14 @@ def is_evaluate_record(rec):
             and isinstance(rec.get("model"), str) and isinstance(rec.get("task"), str))
 
 
-def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, limit=None, workers=1, batch=None,
+def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, limit=None, workers=None, batch=None,
              threads=None, restart=False, progress=True, weights=None, revision=None, dtype="float32", path="fast"):
     """Evaluate `model` on the dataset `data` (see refimpl.evaluation.data) -> the report (dict).
 
     out: the results file (default DATA/evaluate-<model>.jsonl); a rerun resumes it. limit: the
-    first N images of the sorted dataset only. workers: processes (1 = this one). batch: images
-    per forward (default: 8 for classification, 1 for detection). threads: BLAS threads per
-    worker (default: cores // workers)."""
+    first N images of the sorted dataset only. workers: processes computing (default: one per
+    core). batch: images per forward (default: 8 for classification, 1 for detection). threads:
+    BLAS threads per worker (default 1). Records depend on batch and threads, never on workers."""
     spec = registry.get(model)
     loading = {"weights": weights, "revision": revision, "dtype": dtype, "path": path}
     loaded = spec.load(**loading)
@@ -77,30 +88,34 @@ def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, l
         if annotations is not None:
             raise DatasetError(f"{spec.name} is a classifier: --annotations is for detection; use --labels or class folders")
         items = datasets.classification_items(data, id2label, labels)
-    if limit is not None:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        items = items[:limit]
+    if limit is not None and limit < 1:
+        raise ValueError("limit must be at least 1")
+    # Batches are cut from the whole dataset, so --limit does not change any batch: the images of
+    # a batch beyond the limit are computed with it and their records left for a later run.
+    wanted = {item.name for item in items[:limit]}
     batch = int(batch or DEFAULT_BATCH[spec.task])
-    if batch < 1 or workers < 1:
-        raise ValueError("batch and workers must be at least 1")
+    workers = int(workers or cores())
+    threads = int(threads or DEFAULT_THREADS)
+    if min(batch, workers, threads) < 1:
+        raise ValueError("batch, workers and threads must be at least 1")
     out = Path(out) if out else Path(data) / f"evaluate-{spec.name}.jsonl"
-    records = _own_records(out, spec, loaded, restart)
+    setup = setup_digest(loaded, batch, threads)
+    records = _own_records(out, spec, loaded, setup, restart)
     done = {r["image"] for r in records}
     batches = [items[i:i + batch] for i in range(0, len(items), batch)]
-    todo = [b for b in batches if any(item.name not in done for item in b)]
+    todo = [b for b in batches if any(item.name in wanted and item.name not in done for item in b)]
     job = {"model": spec.name, "loading": loading, "task": spec.task, "categories": cats,
-           "weights_sha256": loaded.checkpoint.sha256, "hosted_name": spec.hosted_name}
+           "weights_sha256": loaded.checkpoint.sha256, "setup": setup, "hosted_name": spec.hosted_name}
     stream = progress if hasattr(progress, "write") else sys.stderr
-    bar = tqdm(total=sum(1 for b in todo for item in b if item.name not in done), file=stream, unit="image",
+    bar = tqdm(total=len(wanted - done), file=stream, unit="image",
                disable=not progress or not _isatty(stream), smoothing=0.1)
     started = time.perf_counter()
     computed = 0
     try:
         with Appender(out) as f:
-            for batch_records in _compute(todo, job, loaded, workers, threads):
+            for batch_records in _compute(todo, job, workers, threads):
                 for rec in batch_records:
-                    if rec["image"] not in done:
+                    if rec["image"] in wanted and rec["image"] not in done:
                         f.write(rec)
                         records.append(rec)
                         done.add(rec["image"])
@@ -109,7 +124,6 @@ def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, l
     finally:
         bar.close()
     elapsed = time.perf_counter() - started
-    wanted = {item.name for item in items}
     mine = sorted((r for r in records if r["image"] in wanted), key=lambda r: r["image"])
     if spec.task == "object-detection":
         found = metrics.coco_metrics(coco, mine)
@@ -122,7 +136,7 @@ def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, l
         "published": published, "official_weights": loaded.checkpoint.source == spec.repo_id,
         "weights_sha256": loaded.checkpoint.sha256, "path": path, "dtype": dtype,
         "errors": [{"image": r["image"], "error": r["error"]} for r in mine if r.get("error")],
-        "out": str(out), "computed_now": computed, "workers": workers, "batch": batch,
+        "out": str(out), "computed_now": computed, "workers": workers, "threads": threads, "batch": batch,
         "seconds": round(elapsed, 3), "images_per_second": round(computed / elapsed, 3) if computed and elapsed else None,
         "compared": ("top-1/top-5: the true class against the first 1 / 5 classes of refimpl's logits"
                      if spec.task == "image-classification" else
@@ -130,30 +144,44 @@ def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, l
     }
 
 
-def _own_records(out, spec, loaded, restart):
+def setup_digest(loaded, batch, threads):
+    """What decides a record besides the weights and the image: the preprocessor config, the
+    dtype, the path, the batch and the BLAS threads per worker (float32 sums may round
+    differently in another batch shape or with another thread count)."""
+    about = {"preprocessor": loaded.checkpoint.preprocessor, "dtype": np.dtype(loaded.dtype).name,
+             "path": loaded.path, "batch": batch, "threads": threads}
+    return hashlib.sha256(json.dumps(about, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _own_records(out, spec, loaded, setup, restart):
     records = open_results(out, spec.hosted_name, restart, is_evaluate_record, "evaluate")
     for number, r in enumerate(records, 1):
         if r.get("weights_sha256") != loaded.checkpoint.sha256 or r["task"] != spec.task:
             raise ResultsFileError(f"{out} line {number} was computed with other weights (SHA-256 "
                                    f"{str(r.get('weights_sha256'))[:12]}…, not {loaded.checkpoint.sha256[:12]}…): "
                                    "refusing to mix them; it was left untouched (pass another --out, or --restart)")
+        if r.get("setup") != setup:
+            raise ResultsFileError(f"{out} line {number} was computed with another preprocessor config, dtype, path, "
+                                   "batch size or thread count: refusing to mix them; it was left untouched (pass another --out, "
+                                   "the same options, or --restart)")
     return records
 
 
 # --- computing batches ------------------------------------------------------------------------------
 
-def _compute(todo, job, loaded, workers, threads):
-    """Yield each batch's records, computed here (workers == 1) or by a pool of spawned workers."""
-    if workers == 1 or len(todo) <= 1:
-        for b in todo:
-            yield run_batch(loaded, job, b)
+def _compute(todo, job, workers, threads):
+    """Yield each batch's records, computed by a pool of `workers` spawned processes with
+    `threads` BLAS threads each. Always in workers, even for one: OpenBLAS rounds float32 sums
+    differently with 1 and 2 threads (measured here: scores differ by ~2e-6 relative), so the
+    records are the same for any number of workers only when every process uses the same
+    number of threads; that number is part of the records' `setup`."""
+    if not todo:
         return
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter reads the BLAS variables
     saved = {k: os.environ.get(k) for k in BLAS_THREAD_VARIABLES}
     os.environ.update({k: str(threads) for k in BLAS_THREAD_VARIABLES})
     try:
-        pool = context.Pool(workers, initializer=_worker_init, initargs=(job,))
+        pool = context.Pool(min(workers, len(todo)), initializer=_worker_init, initargs=(job,))
     finally:
         for k, v in saved.items():
             if v is None:
@@ -185,7 +213,7 @@ def _worker_run(batch):
 def run_batch(loaded, job, batch):
     """The records of one batch of `datasets.Item`s."""
     base = {"record": "evaluate", "model": job["hosted_name"], "task": job["task"],
-            "weights_sha256": job["weights_sha256"]}
+            "weights_sha256": job["weights_sha256"], "setup": job["setup"]}
     images, records = [], []
     for item in batch:
         rec = dict(base, image=item.name)
@@ -255,7 +283,8 @@ def format_report(report):
                      f"e.g. {report['errors'][0]['image']}: {report['errors'][0]['error']}")
     if report["computed_now"]:
         lines.append(f"  computed now: {report['computed_now']} image(s) in {report['seconds']:.1f} s "
-                     f"({report['images_per_second']:.2f} images/s, {report['workers']} worker(s), batch {report['batch']})")
+                     f"({report['images_per_second']:.2f} images/s, {report['workers']} worker(s) x {report['threads']} thread(s), "
+                     f"batch {report['batch']})")
     lines.append(f"  compared: {report['compared']}")
     return "\n".join(lines)
 
