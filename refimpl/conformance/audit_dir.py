@@ -198,7 +198,7 @@ def summarize(records, images, folder, out, audited_now):
 
 
 def statistics(records):
-    """Dataset statistics of the judged records (those with a verdict): counts per signature and,
+    """Dataset statistics of the judged records (whose verdict compared items): counts per signature and,
     from the verdicts' rows, how often the claimed and reference answers agree.
 
     Classification: top-1 agreement (the rank-1 labels are equal), top-5 set agreement (the same
@@ -206,7 +206,8 @@ def statistics(records):
     max), the per-image Spearman rank correlation of the scores (mean, min), and the confusion:
     (reference top-1, claimed top-1) pairs that differ, most frequent first. Detection: matched,
     missing and extra detections in total, score differences and IoU of the matched ones."""
-    judged = [r for r in records if r.get("verdict")]
+    # judged: a verdict that compared items (a malformed claim or an error envelope compares none)
+    judged = [r for r in records if r.get("verdict") and r["verdict"].get("rows")]
     by_signature = {}
     for r in judged:
         for name in r["verdict"].get("signatures") or []:

@@ -74,19 +74,20 @@ def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, l
     core). batch: images per forward (default: 8 for classification, 1 for detection). threads:
     BLAS threads per worker (default 1). Records depend on batch and threads, never on workers."""
     spec = registry.get(model)
+    detection = spec.task == "object-detection"
+    if detection and annotations is None:
+        raise DatasetError(f"{spec.name} is evaluated against COCO annotations: pass --annotations instances.json")
+    if not detection and annotations is not None:
+        raise DatasetError(f"{spec.name} is a classifier: --annotations is for detection; use --labels or class folders")
     loading = {"weights": weights, "revision": revision, "dtype": dtype, "path": path}
     loaded = spec.load(**loading)
     id2label = loaded.checkpoint.id2label
     coco = cats = None
-    if spec.task == "object-detection":
-        if annotations is None:
-            raise DatasetError(f"{spec.name} is evaluated against COCO annotations: pass --annotations instances.json")
+    if detection:
         coco = datasets.read_coco(annotations)
         cats = datasets.category_map(coco, id2label)
         items = datasets.detection_items(data, coco)
     else:
-        if annotations is not None:
-            raise DatasetError(f"{spec.name} is a classifier: --annotations is for detection; use --labels or class folders")
         items = datasets.classification_items(data, id2label, labels)
     if limit is not None and limit < 1:
         raise ValueError("limit must be at least 1")
