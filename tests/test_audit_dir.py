@@ -183,7 +183,7 @@ def test_refuses_a_file_that_is_not_its_own_and_leaves_it_untouched(folder, weig
     out = tmp_path / "notes.jsonl"
     out.write_text(NOT_OURS[what])
     before = out.read_bytes(), out.stat().st_mtime_ns
-    with pytest.raises(ResultsFileError, match=r"notes.jsonl line 1 is not a audit-dir record"):
+    with pytest.raises(ResultsFileError, match=r"notes.jsonl line 1 is not an audit-dir record"):
         audit_dir(folder, RESNET, out, progress=False, weights=weights)
     for restart in (False, True):  # --restart does not make it ours either
         args = ["audit-dir", str(folder), "--weights", weights, "--out", str(out), "--no-progress"]
@@ -198,7 +198,7 @@ def test_a_corrupt_line_is_a_typed_error_naming_it(folder, weights, tmp_path):
     good = out.read_text().splitlines(keepends=True)
     out.write_text(good[0] + '{"image": "b.png", "status": "agr\n' + good[2])  # line 2 broken, not the last
     before = out.read_bytes()
-    with pytest.raises(ResultsFileError, match=r"results.jsonl line 2 is not a audit-dir record"):
+    with pytest.raises(ResultsFileError, match=r"results.jsonl line 2 is not an audit-dir record"):
         audit_dir(folder, RESNET, out, progress=False, weights=weights)
     assert out.read_bytes() == before
     out.write_text(good[0] + "\n" + good[1])  # an empty line is corrupt too

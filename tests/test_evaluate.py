@@ -134,7 +134,7 @@ def test_the_results_file_is_evaluates_own_for_these_weights(cls_data, cls_repor
     audit_file.write_text(json.dumps({"image": "a.png", "model": "@cf/microsoft/resnet-50", "status": "agree",
                                       "exit_code": 0}) + "\n")
     before = audit_file.read_bytes()
-    with pytest.raises(ResultsFileError, match="line 1 is not a evaluate record"):
+    with pytest.raises(ResultsFileError, match="line 1 is not an evaluate record"):
         evaluate(folder, "resnet-50", out=audit_file, progress=False, weights=str(resnet50_small_dir))
     assert audit_file.read_bytes() == before
     other = tmp_path / "other.jsonl"

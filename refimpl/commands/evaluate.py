@@ -35,6 +35,9 @@ def register(sub):
                    help="processes computing (default: one per core); the records are the same for any N")
     p.add_argument("--batch", type=int, metavar="B", help="images per forward (default 8 classification, 1 detection)")
     p.add_argument("--threads", type=int, metavar="T", help="BLAS threads per worker (default 1; part of the records' setup)")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="run on a Ray cluster: auto (the running one), local (start one here) or ray://HEAD:10001; "
+                        "images are read by the workers from the same path (pip install 'refimpl[evaluate]')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal anyway)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
@@ -47,7 +50,7 @@ def run(args):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name} must be at least 1")
     report = evaluate(args.data, args.model.name, annotations=args.annotations, labels=args.labels, out=args.out,
-                      limit=args.limit, workers=args.workers, batch=args.batch, threads=args.threads, restart=args.restart,
+                      limit=args.limit, workers=args.workers, batch=args.batch, threads=args.threads, ray=args.ray, restart=args.restart,
                       progress=not args.no_progress, weights=args.weights, revision=args.revision, dtype=args.dtype,
                       path=args.path)
     if args.json:

@@ -69,7 +69,7 @@ def read_records(path, model=None, recognise=is_audit_record, tool="audit-dir"):
         if not isinstance(rec, dict) or not recognise(rec):
             shown = line[:80].decode("utf-8", "replace").rstrip("\n")
             raise ResultsFileError(
-                f"{path} line {number} is not a {tool} record ({shown!r}): refusing to write to a file that is "
+                f"{path} line {number} is not an {tool} record ({shown!r}): refusing to write to a file that is "
                 f"not recognisably {tool}'s own results; it was left untouched (pass another --out)")
         if model is not None and rec["model"] != model:
             raise ResultsFileError(

@@ -24,6 +24,7 @@ bounded by workers × batch, not by the dataset) and running BLAS with `threads`
 this process only.
 """
 
+import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -66,13 +67,16 @@ def is_evaluate_record(rec):
 
 
 def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, limit=None, workers=None, batch=None,
-             threads=None, restart=False, progress=True, weights=None, revision=None, dtype="float32", path="fast"):
+             threads=None, ray=None, restart=False, progress=True, weights=None, revision=None, dtype="float32", path="fast"):
     """Evaluate `model` on the dataset `data` (see refimpl.evaluation.data) -> the report (dict).
 
     out: the results file (default DATA/evaluate-<model>.jsonl); a rerun resumes it. limit: the
     first N images of the sorted dataset only. workers: processes computing (default: one per
     core). batch: images per forward (default: 8 for classification, 1 for detection). threads:
-    BLAS threads per worker (default 1). Records depend on batch and threads, never on workers."""
+    BLAS threads per worker (default 1). Records depend on batch and threads, never on workers.
+    ray: None (this machine), or a Ray address ("auto": the running cluster, "local": start one
+    here, "ray://head:10001"; a Ray already initialised in this process is used as it is):
+    `workers` actors (default: the cluster's CPUs // threads) compute the same records."""
     spec = registry.get(model)
     detection = spec.task == "object-detection"
     if detection and annotations is None:
@@ -95,9 +99,9 @@ def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, l
     # a batch beyond the limit are computed with it and their records left for a later run.
     wanted = {item.name for item in items[:limit]}
     batch = int(batch or DEFAULT_BATCH[spec.task])
-    workers = int(workers or cores())
+    workers = int(workers or (0 if ray else cores()))
     threads = int(threads or DEFAULT_THREADS)
-    if min(batch, workers, threads) < 1:
+    if min(batch, threads) < 1 or workers < (0 if ray else 1):
         raise ValueError("batch, workers and threads must be at least 1")
     out = Path(out) if out else Path(data) / f"evaluate-{spec.name}.jsonl"
     setup = setup_digest(loaded, batch, threads)
@@ -114,7 +118,8 @@ def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, l
     computed = 0
     try:
         with Appender(out) as f:
-            for batch_records in _compute(todo, job, workers, threads):
+            compute = _compute_ray(todo, job, ray, workers, threads) if ray else _compute(todo, job, workers, threads)
+            for batch_records in compute:
                 for rec in batch_records:
                     if rec["image"] in wanted and rec["image"] not in done:
                         f.write(rec)
@@ -137,7 +142,7 @@ def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, l
         "published": published, "official_weights": loaded.checkpoint.source == spec.repo_id,
         "weights_sha256": loaded.checkpoint.sha256, "path": path, "dtype": dtype,
         "errors": [{"image": r["image"], "error": r["error"]} for r in mine if r.get("error")],
-        "out": str(out), "computed_now": computed, "workers": workers, "threads": threads, "batch": batch,
+        "out": str(out), "computed_now": computed, "workers": workers or None, "ray": ray, "threads": threads, "batch": batch,
         "seconds": round(elapsed, 3), "images_per_second": round(computed / elapsed, 3) if computed and elapsed else None,
         "compared": ("top-1/top-5: the true class against the first 1 / 5 classes of refimpl's logits"
                      if spec.task == "image-classification" else
@@ -197,6 +202,54 @@ def _compute(todo, job, workers, threads):
     finally:
         pool.terminate()
         pool.join()
+
+
+def _compute_ray(todo, job, address, workers, threads):
+    """Yield each batch's records, computed by Ray actors: each loads the model once (never
+    shipped per image) and reads its images from their absolute path, which must be shared by
+    every node; its BLAS runs `threads` threads (the actor's runtime environment), as the local
+    workers', so the records are the same."""
+    try:
+        import ray
+    except ImportError:
+        raise DatasetError("--ray needs ray: pip install 'refimpl[evaluate]' (or pip install ray)") from None
+    if not ray.is_initialized():
+        ray.init(address=None if address == "local" else address, log_to_driver=False)
+    workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
+    env = {k: str(threads) for k in BLAS_THREAD_VARIABLES}
+    actor = ray.remote(num_cpus=threads, runtime_env={"env_vars": env})(RayWorker)
+    actors = [actor.remote(job) for _ in range(min(workers, len(todo)))]
+    todo = [[dataclasses.replace(item, path=Path(item.path).resolve()) for item in b] for b in todo]
+    pending, owner, queue = [], {}, list(reversed(todo))
+    try:
+        for a in actors:  # two batches in flight per actor: one computing, one waiting
+            for _ in range(2):
+                if queue:
+                    ref = a.run.remote(queue.pop())
+                    pending.append(ref)
+                    owner[ref] = a
+        while pending:
+            [ref], pending = ray.wait(pending, num_returns=1)
+            a = owner.pop(ref)
+            if queue:
+                nxt = a.run.remote(queue.pop())
+                pending.append(nxt)
+                owner[nxt] = a
+            yield ray.get(ref)
+    finally:
+        for a in actors:
+            ray.kill(a)
+
+
+class RayWorker:
+    """A Ray actor (see `_compute_ray`): the model, loaded once."""
+
+    def __init__(self, job):
+        self.job = job
+        self.model = registry.load(job["model"], **job["loading"])
+
+    def run(self, batch):
+        return run_batch(self.model, self.job, batch)
 
 
 _WORKER = {}
@@ -284,7 +337,7 @@ def format_report(report):
                      f"e.g. {report['errors'][0]['image']}: {report['errors'][0]['error']}")
     if report["computed_now"]:
         lines.append(f"  computed now: {report['computed_now']} image(s) in {report['seconds']:.1f} s "
-                     f"({report['images_per_second']:.2f} images/s, {report['workers']} worker(s) x {report['threads']} thread(s), "
+                     f"({report['images_per_second']:.2f} images/s, {report['workers'] or 'Ray'} worker(s) x {report['threads']} thread(s), "
                      f"batch {report['batch']})")
     lines.append(f"  compared: {report['compared']}")
     return "\n".join(lines)
