@@ -45,7 +45,9 @@ from refimpl.models import ops
 from refimpl.pipeline.loaded import image_array
 
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-DEFAULT_BATCH = {"image-classification": 8, "object-detection": 1}  # chosen by measurement: docs/evaluation.md
+# Batch 8 vs 1 made no measurable difference on the loaded test machine (docs/evaluation.md,
+# "Measured throughput"); DETR stays at 1 because padding a batch would change its answers.
+DEFAULT_BATCH = {"image-classification": 8, "object-detection": 1}
 DEFAULT_THREADS = 1  # BLAS threads per worker; the default workers = one per core
 
 
