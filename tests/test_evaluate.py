@@ -45,6 +45,7 @@ def records(path):
     return sorted((json.loads(line) for line in Path(path).read_text().splitlines()), key=lambda r: r["image"])
 
 
+@pytest.mark.slow  # builds and evaluates the 40-image dataset (minutes on a loaded machine)
 def test_top1_top5_equal_a_direct_count(cls_data, cls_report, resnet50_small_dir):
     """The oracle: the contract's own top-5 answer for each image (one image at a time, by label
     name), against the label the dataset gives it (its class folder's WordNet id)."""
@@ -69,6 +70,7 @@ def test_top1_top5_equal_a_direct_count(cls_data, cls_report, resnet50_small_dir
     assert cls_report["task"] == "image-classification" and "top-1/top-5" in cls_report["compared"]
 
 
+@pytest.mark.slow  # builds and evaluates the 40-image dataset (minutes on a loaded machine)
 def test_a_labels_csv_gives_the_same_records(cls_data, cls_report, resnet50_small_dir, tmp_path):
     folder, _ = cls_data
     rows = list(csv.reader(open(folder / "labels.csv")))
@@ -80,6 +82,7 @@ def test_a_labels_csv_gives_the_same_records(cls_data, cls_report, resnet50_smal
     assert records(out) == records(cls_report["out"])
 
 
+@pytest.mark.slow  # builds and evaluates the 40-image dataset (minutes on a loaded machine)
 def test_workers_write_the_same_records(cls_data, cls_report, resnet50_small_dir, tmp_path):
     folder, _ = cls_data
     out = tmp_path / "two.jsonl"
@@ -112,6 +115,7 @@ def test_kill_9_and_resume_loses_and_duplicates_nothing(cls_data, cls_report, re
     assert got == records(cls_report["out"])  # nothing lost, every record as one uninterrupted process
 
 
+@pytest.mark.slow  # builds and evaluates the 40-image dataset (minutes on a loaded machine)
 def test_limit_resume_and_the_report_on_the_command_line(cls_data, cls_report, resnet50_small_dir, tmp_path, capsys):
     folder, _ = cls_data
     out = tmp_path / "cli.jsonl"
@@ -127,6 +131,7 @@ def test_limit_resume_and_the_report_on_the_command_line(cls_data, cls_report, r
     assert records(out) == records(cls_report["out"])
 
 
+@pytest.mark.slow  # builds and evaluates the 40-image dataset (minutes on a loaded machine)
 def test_the_results_file_is_evaluates_own_for_these_weights(cls_data, cls_report, resnet50_dir, resnet50_small_dir,
                                                              tmp_path, capsys):
     folder, _ = cls_data
