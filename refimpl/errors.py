@@ -206,3 +206,16 @@ class RequestAbortedError(RefimplError):
 
     code = 3008  # "Aborted"
     status = 408
+
+
+# --- datasets and results files (issue 15) ------------------------------------------------------
+
+class ResultsFileError(RefimplError):
+    """A results file (audit-dir, evaluate) that is not recognisably this run's own: another
+    model's or another tool's results, something else entirely, or a corrupt line. The file is
+    left untouched."""
+
+
+class DatasetError(RefimplError):
+    """A dataset refimpl cannot evaluate on: no images, an unknown label, a class folder name that
+    is not a WordNet id, class index or label, annotations that do not name the images, ..."""

@@ -24,8 +24,13 @@ ALLOWED = {
     "viz": {"errors", "models", "pipeline"},
     "conformance": {"errors", "models", "pipeline", "registry", "refimpl", "serving", "provenance"},
     "perf": {"errors", "models", "pipeline", "registry", "viz"},
+    # Whole datasets (refimpl evaluate): runs models through the registry, shares audit-dir's results file.
+    "evaluation": {"errors", "models", "pipeline", "registry", "conformance"},
     "synth": set(),
-    "commands": {"errors", "registry", "refimpl", "pipeline", "serving", "conformance", "viz", "perf", "models", "cli"},
+    # The synthesized datasets label images with a reference run of refimpl's own model.
+    "synth.datasets": {"errors", "registry", "pipeline", "evaluation"},
+    "commands": {"errors", "registry", "refimpl", "pipeline", "serving", "conformance", "viz", "perf", "models", "cli",
+                 "evaluation"},
     "cli": {"errors", "refimpl", "commands"},
     "__main__": {"cli"},
 }

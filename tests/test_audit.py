@@ -1,19 +1,15 @@
 """refimpl.audit, `refimpl audit` and `refimpl audit-dir`: agreeing, disagreeing and malformed
 claimed responses each get the right verdict and exit code; audit-dir resumes without duplicates."""
 
-import io
 import json
-import sys
 
 import pytest
 from PIL import Image
 
 from hf_trace import small_checkpoint
 from images import encode, pixels
-from refimpl.conformance import audit_dir as audit_module
 from refimpl.serving import contract
 from refimpl.conformance.audit import audit
-from refimpl.conformance.audit_dir import audit_dir, read_records
 from refimpl.cli import main
 from refimpl.pipeline import postprocess
 
@@ -197,113 +193,3 @@ def test_detr_claims(detr_case, tmp_path, capsys):
     shifted = [dict(d, box={k: v + 40 for k, v in d["box"].items()}) for d in ours]
     result = audit(image, shifted, DETR, weights=weights)
     assert result.status == "disagree" and any("IoU" in p or "missing" in p for p in result.verdict.problems)
-
-
-# --- audit-dir --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def folder(tmp_path, weights):
-    """5 images: 2 agreeing claims (one as an envelope), 1 disagreeing, 1 malformed, 1 without a claim;
-    plus a claim without an image."""
-    d = tmp_path / "photos"
-    d.mkdir()
-    for i, name in enumerate(["a", "b", "c", "d", "e"]):
-        data = photo(10 + i)
-        (d / f"{name}.png").write_bytes(data)
-        answer = contract.run(RESNET, data, weights=weights)
-        claims = {"a": answer, "b": envelope(answer), "c": swap_first_two(answer), "d": "{not json"}
-        if name in claims:
-            write(d, claims[name], f"{name}.json")
-    write(d, [], "orphan.json")
-    return d
-
-
-def lines(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-class Terminal(io.StringIO):
-    """A stream that says it is a terminal: where audit-dir draws its progress bar."""
-
-    def isatty(self):
-        return True
-
-
-@pytest.mark.slow
-def test_audit_dir_resumes_without_duplicates(folder, weights, monkeypatch, capsys):
-    out = folder / "audit.jsonl"
-    args = ["audit-dir", str(folder), "--weights", weights]
-    # 1. a partial run, on a terminal (the progress bar shows only there)
-    terminal = Terminal()
-    with monkeypatch.context() as m:
-        m.setattr(sys, "stderr", terminal)
-        assert main(args + ["--limit", "2"]) == 0
-    assert [r["image"] for r in lines(out)] == ["a.png", "b.png"]
-    text = capsys.readouterr()
-    assert "2 of 5 image(s) recorded" in text.out and "3 image(s) not audited yet" in text.out
-    bar = terminal.getvalue()
-    assert "[" in bar and "2/2" in bar and "b.png: agree" in bar  # the progress bar
-
-    # 2. interrupted (Ctrl-C) during the second image of the next run
-    real = audit_module._audit_one
-    calls = []
-
-    def interrupt_second(*a, **k):
-        calls.append(a[0].name)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(audit_module, "_audit_one", interrupt_second)
-    assert main(args) == 130
-    monkeypatch.setattr(audit_module, "_audit_one", real)
-    assert [r["image"] for r in lines(out)] == ["a.png", "b.png", "c.png"]
-    # 3. and a crash in the middle of writing a line
-    with open(out, "a") as f:
-        f.write('{"image": "d.png", "status": "agr')
-    capsys.readouterr()
-
-    # 4. the rerun finishes the rest, once each
-    assert main(args) == 1  # c disagrees, d is malformed
-    records = lines(out)
-    assert [r["image"] for r in records] == ["a.png", "b.png", "c.png", "d.png", "e.png"]
-    assert [r["status"] for r in records] == ["agree", "agree", "disagree", "malformed", "no-claim"]
-    assert records[4]["reference"] == contract.run(RESNET, (folder / "e.png").read_bytes(), weights=weights)
-    assert records[0]["claimed"] == "a.json" and records[4]["claimed"] is None
-    summary = capsys.readouterr().out
-    assert "5 of 5 image(s) recorded" in summary and "(2 audited in this run, 0 remaining)" in summary
-    assert "disagree   c.png" in summary and "malformed  d.png" in summary
-    assert "claims without an image (ignored): orphan.json" in summary
-    assert "verdict: 2 image(s) do not agree" in summary
-
-    # 5. nothing left: a rerun changes nothing; --json summary
-    before = out.read_bytes()
-    assert main(args + ["--json"]) == 1
-    summary = json.loads(capsys.readouterr().out)
-    assert out.read_bytes() == before
-    assert summary["by_status"] == {"agree": 2, "disagree": 1, "malformed": 1, "no-claim": 1}
-    assert summary["audited_now"] == 0 and summary["remaining"] == 0 and not summary["ok"]
-
-
-def test_audit_dir_restart_and_other_model_and_read_records(folder, weights, tmp_path):
-    out = tmp_path / "results.jsonl"
-    first = audit_dir(folder, RESNET, out, progress=False, weights=weights)
-    assert first["recorded"] == 5 and first["audited_now"] == 5
-    again = audit_dir(folder, RESNET, out, restart=True, progress=False, weights=weights)
-    assert again["audited_now"] == 5 and len(lines(out)) == 5
-    with pytest.raises(ValueError, match="holds results for @cf/microsoft/resnet-50"):
-        audit_dir(folder, DETR, out, progress=False)
-    out.write_text(out.read_text() + '{"image": "x.png"')  # a torn last line is dropped from the file
-    assert len(read_records(out)) == 5 and out.read_text().endswith("}\n")
-
-
-def test_audit_dir_all_agree(tmp_path, weights, capsys):
-    d = tmp_path / "good"
-    d.mkdir()
-    for i in range(2):
-        (d / f"p{i}.png").write_bytes(photo(20 + i))
-        write(d, contract.run(RESNET, (d / f"p{i}.png").read_bytes(), weights=weights), f"p{i}.json")
-    assert main(["audit-dir", str(d), "--weights", weights, "--no-progress"]) == 0
-    captured = capsys.readouterr()
-    assert captured.err == "" and "verdict: every recorded claim agrees with the reference" in captured.out

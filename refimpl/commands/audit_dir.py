@@ -3,7 +3,10 @@ beside NAME.jpg; images without one get the reference output recorded).
 
 Writes one JSON line per image to --out (default DIR/audit.jsonl) as it goes, shows a progress
 bar on stderr, and resumes where it stopped: a rerun skips the images already recorded
-(--restart starts over). Prints a summary of every recorded image. Exit status: 0 when every claim
+(--restart starts over). --out must be new, empty or audit-dir's own results for this model:
+anything else is refused untouched. Prints a summary of every recorded image with dataset
+statistics (top-1 and top-5-set agreement, score differences, rank correlation, confusion,
+counts per signature). Exit status: 0 when every claim
 agrees (or is explained by --accept'ed signatures), 1 otherwise, 2 on usage errors, 130 when
 interrupted (rerun to resume)."""
 

@@ -8,15 +8,17 @@ Each image is judged by `refimpl.conformance.audit.audit`; see there for the ver
 """
 
 import json
+import math
 import sys
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from refimpl import registry
 from refimpl.conformance import judge as judging
 from refimpl.conformance.audit import AuditResult, _contract_output, audit
-from refimpl.errors import RefimplError, WeightsError
+from refimpl.errors import RefimplError, ResultsFileError, WeightsError
 from refimpl.provenance import sha256_bytes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
@@ -29,27 +31,92 @@ def find_images(folder):
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def read_records(path):
-    """Complete JSONL records of an earlier run. A last line cut short by an interruption is
-    dropped from the file (truncated), so the next record starts on a fresh line."""
+def is_audit_record(rec):
+    """An audit-dir record: what `_audit_one` writes (older files included)."""
+    return (isinstance(rec.get("image"), str) and isinstance(rec.get("model"), str)
+            and isinstance(rec.get("status"), str) and isinstance(rec.get("exit_code"), int) and "record" not in rec)
+
+
+def read_records(path, model=None, recognise=is_audit_record, tool="audit-dir"):
+    """The records of an earlier run in the results file `path` ([] when it is new or empty).
+
+    A results file is appended to only when it is recognisably this tool's own results for this
+    model: every line a JSON record `recognise` accepts, with `"model": model` (when given).
+    Anything else raises ResultsFileError naming the file and the first offending line, and the
+    file is left exactly as it was: audit-dir never writes into a file it did not write.
+
+    One exception is made for an interruption: a last line without its newline that begins like
+    a record (`{`) is the record being written when the run was killed; it is cut off (the file
+    is truncated to the last complete record), so the next record starts on a fresh line and
+    that image is done again. A complete file is only read, so it may be read-only."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         return []
+    if not path.is_file():
+        raise ResultsFileError(f"results file {path} is not a regular file")
     data = path.read_bytes()
     records, good_end, pos = [], 0, 0
-    for line in data.splitlines(keepends=True):
+    lines = data.splitlines(keepends=True)
+    for number, line in enumerate(lines, 1):
         pos += len(line)
+        torn = number == len(lines) and not line.endswith(b"\n")
         try:
             rec = json.loads(line)
         except ValueError:
             rec = None
-        if isinstance(rec, dict) and "image" in rec and line.endswith(b"\n"):
-            records.append(rec)
-            good_end = pos
+        if torn and line.lstrip().startswith(b"{") and (records or number == 1):
+            break  # the record being written when the run stopped: redone below
+        if not isinstance(rec, dict) or not recognise(rec):
+            shown = line[:80].decode("utf-8", "replace").rstrip("\n")
+            raise ResultsFileError(
+                f"{path} line {number} is not an {tool} record ({shown!r}): refusing to write to a file that is "
+                f"not recognisably {tool}'s own results; it was left untouched (pass another --out)")
+        if model is not None and rec["model"] != model:
+            raise ResultsFileError(
+                f"{path} holds results for {rec['model']} (line {number}), not {model}: refusing to mix them; "
+                "it was left untouched (pass another --out, or --restart to replace them)")
+        records.append(rec)
+        good_end = pos
     if good_end < len(data):
         with open(path, "r+b") as f:
             f.truncate(good_end)
     return records
+
+
+def open_results(out, model, restart=False, recognise=is_audit_record, tool="audit-dir"):
+    """Check the results file `out` (see `read_records`) and return its earlier records;
+    `restart` empties it first, but only once it is known to be this tool's own file for any model."""
+    if restart:
+        read_records(out, None, recognise, tool)  # refuses a file that is not ours
+        if Path(out).exists():
+            Path(out).write_bytes(b"")
+        return []
+    return read_records(out, model, recognise, tool)
+
+
+class Appender:
+    """Appends JSON lines to a results file, opening it on the first line only (so a complete,
+    read-only results file can be resumed: there is nothing to write). Each line is written
+    whole and flushed, so a kill loses at most the line being written."""
+
+    def __init__(self, path):
+        self.path, self.file = Path(path), None
+
+    def write(self, rec):
+        if self.file is None:
+            self.file = open(self.path, "a", encoding="utf-8")
+        self.file.write(json.dumps(rec, sort_keys=True, allow_nan=False, default=judging.json_default) + "\n")
+        self.file.flush()
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def audit_dir(folder, model="resnet-50", out=None, tolerances=None, accept=(), restart=False, limit=None,
@@ -64,13 +131,7 @@ def audit_dir(folder, model="resnet-50", out=None, tolerances=None, accept=(), r
     name = registry.get(model).hosted_name
     out = Path(out) if out else folder / "audit.jsonl"
     images = find_images(folder)
-    if restart and out.exists():
-        out.unlink()
-    records = read_records(out)
-    others = sorted({r.get("model") for r in records} - {name})
-    if others:
-        raise ValueError(f"{out} holds results for {', '.join(map(str, others))}, not {name}: "
-                         "pass another --out or --restart")
+    records = open_results(out, name, restart)
     done = {r["image"] for r in records}
     todo = [p for p in images if p.name not in done]
     if limit is not None:
@@ -80,11 +141,10 @@ def audit_dir(folder, model="resnet-50", out=None, tolerances=None, accept=(), r
     bar = tqdm(total=len(todo), file=stream, unit="image", disable=not progress or not _isatty(stream))
     loading = {"weights": weights, "revision": revision, "dtype": dtype, "path": path}
     try:
-        with open(out, "a", encoding="utf-8") as f:
+        with Appender(out) as f:
             for image in todo:
                 rec = _audit_one(image, name, tolerances, accept, loading)
-                f.write(json.dumps(rec, sort_keys=True, allow_nan=False, default=judging.json_default) + "\n")
-                f.flush()
+                f.write(rec)
                 records.append(rec)
                 bar.set_postfix_str(f"{image.name}: {rec['status']}", refresh=False)
                 bar.update(1)
@@ -132,8 +192,77 @@ def summarize(records, images, folder, out, audited_now):
         "not_agreeing": [{"image": r["image"], "status": r["status"],
                           "first_problem": (r["problems"] or [None])[0]} for r in bad],
         "claims_without_image": orphans,
+        "statistics": statistics(records),
         "ok": not bad,
     }
+
+
+def statistics(records):
+    """Dataset statistics of the judged records (whose verdict compared items): counts per signature and,
+    from the verdicts' rows, how often the claimed and reference answers agree.
+
+    Classification: top-1 agreement (the rank-1 labels are equal), top-5 set agreement (the same
+    set of labels), |claimed − reference| score differences over every matched label (mean, p95,
+    max), the per-image Spearman rank correlation of the scores (mean, min), and the confusion:
+    (reference top-1, claimed top-1) pairs that differ, most frequent first. Detection: matched,
+    missing and extra detections in total, score differences and IoU of the matched ones."""
+    # judged: a verdict that compared items (a malformed claim or an error envelope compares none)
+    judged = [r for r in records if r.get("verdict") and r["verdict"].get("rows")]
+    by_signature = {}
+    for r in judged:
+        for name in r["verdict"].get("signatures") or []:
+            by_signature[name] = by_signature.get(name, 0) + 1
+    out = {"judged": len(judged), "by_signature": dict(sorted(by_signature.items()))}
+    if not judged:
+        return out
+    diffs, rhos = [], []
+    for r in judged:
+        diffs += [abs(row["score_diff"]) for row in r["verdict"]["rows"] if _number(row.get("score_diff"))]
+        if _number(r["verdict"]["stats"].get("spearman")):
+            rhos.append(r["verdict"]["stats"]["spearman"])
+    out["score_diff"] = _spread(diffs)
+    out["spearman"] = {"n": len(rhos), "mean": float(np.mean(rhos)), "min": float(np.min(rhos))} if rhos else None
+    if judged[0]["verdict"]["task"] == "image-classification":
+        top1 = top5 = 0
+        confusion = {}
+        for r in judged:
+            rows = r["verdict"]["rows"]
+            ref = [row.get("reference_label") for row in rows if row.get("reference_label") is not None]
+            claimed = [row.get("claimed_label") for row in rows if row.get("claimed_label") is not None]
+            first = [row for row in rows if row.get("rank") == 1]
+            if first and first[0].get("reference_label") == first[0].get("claimed_label"):
+                top1 += 1
+            elif first:
+                pair = (first[0].get("reference_label"), first[0].get("claimed_label"))
+                confusion[pair] = confusion.get(pair, 0) + 1
+            top5 += bool(ref) and set(ref) == set(claimed)
+        out["top1_agreement"] = top1 / len(judged)
+        out["top5_set_agreement"] = top5 / len(judged)
+        out["confusion"] = [{"reference": a, "claimed": b, "images": n}
+                            for (a, b), n in sorted(confusion.items(), key=lambda kv: (-kv[1], str(kv[0])))]
+    else:
+        counts = {}
+        ious = []
+        for r in judged:
+            for row in r["verdict"]["rows"]:
+                counts[row.get("status")] = counts.get(row.get("status"), 0) + 1
+                if row.get("status") == "match" and _number(row.get("iou")):
+                    ious.append(row["iou"])
+        out["detections"] = dict(sorted((str(k), v) for k, v in counts.items()))
+        out["iou"] = _spread(ious)
+    return out
+
+
+def _number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _spread(values):
+    if not values:
+        return None
+    v = np.asarray(values, dtype=np.float64)
+    return {"n": int(v.size), "mean": float(v.mean()), "p95": float(np.percentile(v, 95)), "max": float(v.max()),
+            "min": float(v.min())}
 
 
 def format_summary(s):
@@ -142,6 +271,22 @@ def format_summary(s):
     lines.append("  " + ", ".join(f"{k}: {v}" for k, v in s["by_status"].items()) if s["by_status"] else "  nothing audited")
     for r in s["not_agreeing"]:
         lines.append(f"  {r['status']:<10} {r['image']}: {r['first_problem'] or ''}")
+    st = s.get("statistics") or {}
+    if st.get("judged"):
+        parts = [f"{st['judged']} judged"]
+        if "top1_agreement" in st:
+            parts.append(f"top-1 agreement {100 * st['top1_agreement']:.1f}%, top-5 set agreement "
+                         f"{100 * st['top5_set_agreement']:.1f}%")
+        if st.get("score_diff"):
+            d = st["score_diff"]
+            parts.append(f"|score diff| mean {d['mean']:.2g}, p95 {d['p95']:.2g}, max {d['max']:.2g}")
+        if st.get("spearman"):
+            parts.append(f"Spearman mean {st['spearman']['mean']:.3f} (min {st['spearman']['min']:.3f})")
+        if st["by_signature"]:
+            parts.append("signatures: " + ", ".join(f"{k} {v}" for k, v in st["by_signature"].items()))
+        lines.append("  statistics: " + "; ".join(parts))
+        for c in (st.get("confusion") or [])[:5]:
+            lines.append(f"  confused: reference {c['reference']} -> claimed {c['claimed']} ({c['images']} image(s))")
     if s["claims_without_image"]:
         lines.append(f"  claims without an image (ignored): {', '.join(s['claims_without_image'])}")
     verdict = "every recorded claim agrees with the reference" if s["ok"] else f"{len(s['not_agreeing'])} image(s) do not agree"

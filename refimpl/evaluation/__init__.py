@@ -1,0 +1,17 @@
+"""Whole datasets: accuracy and mAP as the model repositories report them (`refimpl evaluate`).
+
+    >>> from refimpl.evaluation import evaluate
+    >>> report = evaluate("val/", model="resnet-50", out="results.jsonl")          # ImageNet-style folder
+    >>> report["metrics"]["top1"], report["metrics"]["top5"]
+    >>> report = evaluate("val2017/", model="detr-resnet-50", annotations="instances_val2017.json")
+    >>> report["metrics"]["AP"]                                                     # pycocotools COCOeval
+
+One concept per module:
+- data.py     what a dataset is: (name, path, label) items from an ImageNet-style folder, a labels
+              CSV or COCO annotations; class names and WordNet ids to class indices
+- runner.py   images -> one JSON record per image in a resumable results file, on one process or
+              `workers` processes (the same records either way)
+- metrics.py  records -> top-1/top-5 (a direct count) or COCO AP (pycocotools' COCOeval)
+"""
+
+from refimpl.evaluation.runner import evaluate, format_report  # noqa: F401
