@@ -14,7 +14,7 @@ import pytest
 
 from refimpl.serving import contract
 from refimpl.conformance import judge
-from refimpl.conformance.judge import Tolerances, detection
+from refimpl.conformance.judge import Tolerances, detection, vocabulary
 from refimpl.pipeline import postprocess
 from refimpl.serving import schemas
 from fixtures_contract import DETR, RESNET
@@ -359,10 +359,11 @@ def test_format_verdict_detection_and_its_users():
     assert len(every_row) == len(lines) + hidden - 1 and "low-score row(s)" not in "\n".join(every_row)
     # check-endpoint and audit show the same body under their own headline
     check = format_check(ImageCheck("x.png", Exchange(200, ms=12.0), v, False)).splitlines()
-    assert check == ["x.png: HTTP 200, 12 ms: explained (not accepted)"] + lines
+    assert check == ["x.png: HTTP 200, 12 ms: " + vocabulary.headline("explained", False, v.signatures)] + lines
+    assert check[0].startswith("x.png: HTTP 200, 12 ms: EXPLAINED: the same answer, reshaped by no_threshold")
     audited = format_result(AuditResult("x.png", DETR, "explained", True, verdict=v, claimed="x.json")).splitlines()
     assert audited == [f"audit x.png against {DETR} (claimed: x.json)"] + lines + [
-        "verdict: EXPLAINED: the same answer, reshaped by the named signature(s) (accepted)"]
+        f"verdict: EXPLAINED: the same answer, reshaped by {', '.join(v.signatures)} (accepted)"]
 
 
 def test_verdict_json_holds_numpy_numbers():
