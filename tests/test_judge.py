@@ -360,7 +360,7 @@ def test_format_verdict_detection_and_its_users():
     # check-endpoint and audit show the same body under their own headline
     check = format_check(ImageCheck("x.png", Exchange(200, ms=12.0), v, False)).splitlines()
     assert check == ["x.png: HTTP 200, 12 ms: " + vocabulary.headline("explained", False, v.signatures)] + lines
-    assert check[0].startswith("x.png: HTTP 200, 12 ms: EXPLAINED: the same answer, reshaped by no_threshold")
+    assert check[0].startswith("x.png: HTTP 200, 12 ms: EXPLAINED: the same answer, reshaped by ") and "no_threshold" in check[0]
     audited = format_result(AuditResult("x.png", DETR, "explained", True, verdict=v, claimed="x.json")).splitlines()
     assert audited == [f"audit x.png against {DETR} (claimed: x.json)"] + lines + [
         f"verdict: EXPLAINED: the same answer, reshaped by {', '.join(v.signatures)} (accepted)"]
@@ -371,3 +371,56 @@ def test_verdict_json_holds_numpy_numbers():
         "a": 0.5, "b": 3}
     with pytest.raises(TypeError):
         json.dumps({"a": object()}, default=judge.json_default)
+
+
+# --- explaining a score transform (issue 13) ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def detr_outputs(detr_weights, detr_image):
+    """refimpl's every-query reference for detr_image with its logits."""
+    return judge.reference_outputs(DETR, detr_image, weights=detr_weights)
+
+
+def claim_with(formula, logits, every, id2label, temperature=None):
+    """The hosted shape of a claim whose scores come from `formula` applied to our own logits:
+    each query reports the class the formula scores highest, with that score."""
+    from refimpl.conformance.judge.formulas import FORMULAS, _softmax
+
+    L = np.asarray(logits, dtype=np.float64)
+    F = _softmax(L / temperature, -1)[:, :-1] if formula == "temperature" else FORMULAS[formula][1](L)
+    out = []
+    for q, d in enumerate(every):
+        c = int(np.nanargmax(F[q]))
+        out.append({"score": float(F[q, c]), "label": id2label[c], "box": d["box"]})
+    return postprocess.hosted_shape(out)
+
+
+@pytest.mark.parametrize("formula", ["softmax_joint", "softmax_joint_objects", "softmax_over_queries",
+                                     "softmax_no_object_dropped", "sigmoid", "temperature", "label_offset_+1",
+                                     "label_offset_-1"])
+def test_score_formula_is_named(detr_outputs, formula):
+    every, size, outputs = detr_outputs
+    t = 2.5 if formula == "temperature" else None
+    claimed = claim_with(formula, outputs["logits"], every, outputs["id2label"], t)
+    v = judge.judge(DETR, claimed, every, image_size=size, outputs=outputs)
+    assert v.score_formula is not None and v.score_formula["formula"] == formula, v.score_formula
+    assert v.score_formula["max_rel_error"] <= 1e-3 and formula in format_text(v)
+    if formula == "temperature":
+        assert v.score_formula["temperature"] == pytest.approx(t, rel=1e-3)
+    if "monotonic_score_transform" in v.signatures:
+        assert "score formula: " + formula in v.details["monotonic_score_transform"]
+
+
+def test_own_formula_needs_no_explanation_and_others_are_not_forced(detr_outputs):
+    every, size, outputs = detr_outputs
+    v = judge.judge(DETR, postprocess.hosted_shape(every), every, image_size=size, outputs=outputs)
+    assert v.score_formula is None
+    # scores that no candidate formula makes: said so, nothing named
+    scrambled = [dict(d, score=d["score"] ** 3 * 4e-4) for d in postprocess.hosted_shape(every)]
+    v = judge.judge(DETR, scrambled, every, image_size=size, outputs=outputs)
+    assert v.score_formula["formula"] is None and "no candidate formula" in v.score_formula["text"]
+
+
+def format_text(v):
+    return "\n".join(judge.format_verdict(v))

@@ -139,7 +139,7 @@ def audit(image, claimed, model="resnet-50", tolerances=None, accept=(), weights
     top_k = len(payload) if valid else 5
     loading = {"weights": weights, "revision": revision, "dtype": dtype, "path": path}
     try:
-        reference, size = judging.reference(name, data, top_k=top_k, **loading)
+        reference, size, outputs = judging.reference_outputs(name, data, top_k=top_k, **loading)
     except RefimplError as e:  # refimpl refuses the image itself
         if problem:
             result.problems += [problem, f"refimpl refuses this image too: {e}"]
@@ -149,7 +149,7 @@ def audit(image, claimed, model="resnet-50", tolerances=None, accept=(), weights
         result.problems.append(problem)
         result.reference = _contract_output(name, reference, tolerances or judging.Tolerances())
         return result
-    verdict = judging.judge(name, obj, reference, tolerances, image_size=size)
+    verdict = judging.judge(name, obj, reference, tolerances, image_size=size, outputs=outputs)
     result.verdict = verdict
     result.reference = _contract_output(name, reference, verdict.tolerances)
     reasons = _malformed(obj, verdict)

@@ -8,6 +8,7 @@ import numpy as np
 from refimpl.errors import short
 from refimpl.pipeline.postprocess import BOX_KEYS
 
+from .formulas import explain_scores
 from .scores import judge_scores
 from .stats import box_iou
 from .verdict import finite_number, name_signature
@@ -35,7 +36,7 @@ class Detections:
         return int(np.sum(self.scores > threshold))
 
 
-def judge_detection(v, result, reference, tol, image_size):
+def judge_detection(v, result, reference, tol, image_size, outputs=None):
     """Fill `v` with the comparison of claimed detections with the reference's (every query, or
     those above the threshold)."""
     # read the claimed items
@@ -56,6 +57,8 @@ def judge_detection(v, result, reference, tol, image_size):
     labels_agree = not missing
     score_pairs = [(claimed.scores[i], ref.scores[j]) for i, j in pairs]
     scale_ok = judge_scores(v, score_pairs, tol, labels_agree, boxes["ok"])
+    if outputs is not None and len(claimed) and len(outputs["logits"]) == len(ref):
+        explain_score_formula(v, claimed, ref, outputs, tol)
     extra, low = report_unpaired_claims(v, claimed, pairs, tol, scale_ok)
     recognise_wrong_image(v, claimed, ref, pairs, tol, image_size)
     v.stats.update(matched=len(pairs), missing=len(missing), extra=len(extra), unmatched_low=len(low),
@@ -178,6 +181,18 @@ def recognise_no_threshold(v, claimed, ref, tol):
 
 def _at_or_below(claimed, tol):
     return int(np.sum(claimed.scores <= tol.threshold))
+
+
+def explain_score_formula(v, claimed, ref, outputs, tol):
+    """When the scores are not DETR's own: name the post-processing formula that reproduces them from
+    refimpl's logits (judge.formulas), or say that none does."""
+    found = explain_scores(claimed.boxes, claimed.scores, claimed.labels, outputs["logits"], ref.boxes,
+                           outputs["id2label"], tol.match_iou)
+    if found is None or found["formula"] == "softmax_per_query":
+        return  # DETR's own formula: nothing to explain
+    v.score_formula = found
+    if "monotonic_score_transform" in v.signatures:
+        v.details["monotonic_score_transform"] += "; score formula: " + found["text"]
 
 
 # DETR predicts box centres and sizes within [0, 1] of the image, so no corner of its boxes can lie
