@@ -333,3 +333,13 @@ def test_hosted_response_for_another_image(detr_case, tmp_path, capsys):
     assert len(lines) < 30, out
     assert lines[-1].startswith("verdict: WRONG IMAGE?: this response is probably for another image")
     assert "signature no_threshold:" in out and "signature uint16_wraparound:" in out
+
+
+def test_report_option_writes_a_self_contained_page(case, weights, tmp_path, capsys):
+    image, answer = case
+    out = tmp_path / "audit.html"
+    assert cli(image, write(tmp_path, answer), weights, "--report", str(out)) == 0
+    html = out.read_text()
+    assert "id=verdict" in html and ">AGREE<small>" in html
+    assert all(r["label"] in html for r in answer) and "https://" not in html
+    assert f"report: {out}" in capsys.readouterr().err
