@@ -338,8 +338,8 @@ def _diagnose(a, b, rtol, atol, name, bn):
     if b.ndim >= 2 and not vector:
         axis = 1
         off, sc = _per_axis(a, b, axis)
-        if _close(a - off, b, rtol, atol):
-            moved = np.flatnonzero(np.abs(off.ravel()) > atol + rtol * float(np.abs(b).max()))
+        moved = np.flatnonzero(np.abs(off.ravel()) > atol + rtol * float(np.abs(b).max()))
+        if _close(a - off, b, rtol, atol) and len(moved):  # (no channel moved past the budget: not an offset)
             return {"kind": "per-channel offset", "axis": axis, "offsets": off.ravel().tolist()[:16],
                     "channels": moved.tolist()[:16],
                     "message": f"per-channel offset along axis {axis}: {len(moved)} of {b.shape[axis]} channels shifted "
@@ -349,8 +349,8 @@ def _diagnose(a, b, rtol, atol, name, bn):
             eps = _bn_eps(affine[0], bn) if affine is not None else None
             if eps is not None:
                 return _bn_eps_result(eps, bn, affine[0])
-        if np.all(sc != 0) and _close(a / sc, b, rtol, atol):
-            moved = np.flatnonzero(np.abs(sc.ravel() - 1) > 1e-6)
+        moved = np.flatnonzero(np.abs(sc.ravel() - 1) > 1e-6)
+        if np.all(sc != 0) and _close(a / sc, b, rtol, atol) and len(moved):
             return {"kind": "per-channel scale", "axis": axis, "scales": sc.ravel().tolist()[:16],
                     "channels": moved.tolist()[:16],
                     "message": f"per-channel scale along axis {axis}: {len(moved)} of {b.shape[axis]} channels scaled "
