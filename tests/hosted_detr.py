@@ -14,10 +14,7 @@ WRAPPED = [("ymin", 65534), ("ymin", 65535), ("xmin", 65525), ("xmin", 65513)]
 def hosted_clock_tower_response():
     """-> the bare result list (100 items), as the hosted API returned it."""
     rng = np.random.default_rng(1191)
-    scores = np.geomspace(3.8e-4, 7.6e-7, 100)
-    scores[1:] *= 0.0039 / scores.sum() * (1 - 3.8e-4 / 0.0039) / (scores[1:].sum() / scores.sum())
-    scores = np.sort(scores)[::-1]
-    scores[0], scores[-1] = 3.8e-4, 7.6e-7
+    scores = _scores()
     out = []
     for q in range(100):
         if q == 0:
@@ -34,3 +31,15 @@ def hosted_clock_tower_response():
         label = LABELS[q] if q < len(LABELS) else str(rng.choice(LABELS))
         out.append({"score": float(scores[q]), "label": label, "box": box})
     return out
+
+
+def _scores(top=3.8e-4, bottom=7.6e-7, total=0.0039, n=100):
+    """n descending scores from `top` to `bottom` summing to `total`: top * exp(-a q^b), with b
+    found by bisection and a fixing the last one."""
+    q = np.arange(n)
+    lo, hi = 0.1, 5.0
+    for _ in range(100):
+        b = (lo + hi) / 2
+        s = top * np.exp(-np.log(top / bottom) * (q / (n - 1)) ** b)
+        lo, hi = (b, hi) if s.sum() < total else (lo, b)
+    return s
