@@ -424,3 +424,17 @@ def test_own_formula_needs_no_explanation_and_others_are_not_forced(detr_outputs
 
 def format_text(v):
     return "\n".join(judge.format_verdict(v))
+
+
+def test_a_named_formula_explains_the_scores(detr_outputs):
+    """A joint softmax does not rank queries like DETR's own, yet it is the same answer: with the
+    formula named, labels and boxes agreeing, the claim is EXPLAINED, not DISAGREE."""
+    every, size, outputs = detr_outputs
+    claimed = claim_with("softmax_joint", outputs["logits"], every, outputs["id2label"])
+    without = judge.judge(DETR, claimed, every, image_size=size)
+    v = judge.judge(DETR, claimed, every, image_size=size, outputs=outputs)
+    assert v.status == "explained" and "score_formula" in v.signatures, v.problems
+    assert v.details["score_formula"].startswith("softmax_joint:")
+    if without.status == "disagree":  # without the logits the scores cannot be explained
+        assert any("scores differ" in p for p in without.problems)
+    assert not v.accepted(["hosted"]) and v.accepted(["hosted", "score_formula"])

@@ -59,6 +59,10 @@ Signatures (`SIGNATURES`) are recognised before comparing, undone, and named:
 * `monotonic_score_transform`: scores differ beyond `score_atol` but rank like the reference's
   (Spearman correlation over matched detections >= `rank_corr_min`, at least 3 pairs). The
   verdict reports the correlation and whether labels and boxes still agree after IoU matching.
+* `score_formula`: (detection, with `outputs`) the claimed scores are what another post-processing
+  formula computes from refimpl's own logits (`formulas.explain_scores`: a joint softmax, softmax
+  over queries, sigmoid, a temperature, a label offset, ...); the formula is named, and the score
+  differences are then not problems.
 * `label_style`: labels differ only in style ("Persian cat" vs "PERSIAN CAT": the first
   comma-separated name, upper-cased, is the same).
 

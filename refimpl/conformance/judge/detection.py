@@ -56,9 +56,11 @@ def judge_detection(v, result, reference, tol, image_size, outputs=None):
     missing = report_missing(v, ref, pairs, tol)
     labels_agree = not missing
     score_pairs = [(claimed.scores[i], ref.scores[j]) for i, j in pairs]
+    before = len(v.problems)
     scale_ok = judge_scores(v, score_pairs, tol, labels_agree, boxes["ok"])
     if outputs is not None and len(claimed) and len(outputs["logits"]) == len(ref):
-        explain_score_formula(v, claimed, ref, outputs, tol)
+        if explain_score_formula(v, claimed, ref, outputs, tol):
+            del v.problems[before:]  # the scores are explained: the formula, not a ranking problem
     extra, low = report_unpaired_claims(v, claimed, pairs, tol, scale_ok)
     recognise_wrong_image(v, claimed, ref, pairs, tol, image_size)
     v.stats.update(matched=len(pairs), missing=len(missing), extra=len(extra), unmatched_low=len(low),
@@ -185,14 +187,19 @@ def _at_or_below(claimed, tol):
 
 def explain_score_formula(v, claimed, ref, outputs, tol):
     """When the scores are not DETR's own: name the post-processing formula that reproduces them from
-    refimpl's logits (judge.formulas), or say that none does."""
+    refimpl's logits (judge.formulas) as the signature `score_formula`, or say that none does.
+    -> True when a formula reproduces them (the score comparison's problems are then moot)."""
     found = explain_scores(claimed.boxes, claimed.scores, claimed.labels, outputs["logits"], ref.boxes,
                            outputs["id2label"], tol.match_iou)
     if found is None or found["formula"] == "softmax_per_query":
-        return  # DETR's own formula: nothing to explain
+        return False  # DETR's own formula: nothing to explain
     v.score_formula = found
     if "monotonic_score_transform" in v.signatures:
         v.details["monotonic_score_transform"] += "; score formula: " + found["text"]
+    if found["formula"] is None:
+        return False
+    name_signature(v, "score_formula", found["text"])
+    return True
 
 
 # DETR predicts box centres and sizes within [0, 1] of the image, so no corner of its boxes can lie

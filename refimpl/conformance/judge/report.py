@@ -20,7 +20,7 @@ def format_verdict(v, all_rows=False):
     if v.wrong_image:
         lines.append(f"  WRONG IMAGE?: {v.wrong_image}")
     lines += [f"  signature {name}: {v.details.get(name, SIGNATURES[name])}" for name in v.signatures]
-    if v.score_formula:
+    if v.score_formula and "score_formula" not in v.signatures:  # "none reproduces them" (else the signature says it)
         lines.append(f"  score formula: {v.score_formula['text']}")
     lines += [f"  problem: {p}" for p in v.problems]
     lines += [f"  note: {n}" for n in v.notes]

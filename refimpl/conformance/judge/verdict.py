@@ -45,6 +45,8 @@ SIGNATURES = {
     "normalized_boxes": "boxes relative to the image size (all corners within [0, 1]), not pixels",
     "monotonic_score_transform": "scores differ from the reference's but rank the same way",
     "label_style": "labels differ only in style (first comma-separated name, upper-cased)",
+    "score_formula": "scores computed from the same logits by another post-processing formula (named; "
+                     "detection, when refimpl's logits are at hand)",
 }
 
 # Presets for check-endpoint's --accept.
