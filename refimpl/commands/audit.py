@@ -5,7 +5,9 @@ Compares labels and their order and scores (classification), or IoU-matched boxe
 detection IoU, corner and score differences, missing and extra detections (detection), with the
 engine of `refimpl check-endpoint` (refimpl.conformance.judge), and names the hosted API's known signatures
 (no_threshold, integer_rounding, uint16_wraparound, normalized_boxes, monotonic_score_transform,
-label_style).
+label_style, score_formula). Verdict words (shared with check-endpoint and audit-dir): AGREE,
+EXPLAINED, DISAGREE, WRONG IMAGE? (claimed boxes far outside the image, or nothing in common with
+the reference), MALFORMED. --report OUT.html writes a self-contained HTML report.
 
 Exit status: 0 agree (or explained by signatures given to --accept); 1 disagree (or explained by
 signatures not accepted); 3 malformed claimed response (not JSON, not a result list or envelope,

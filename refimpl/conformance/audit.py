@@ -14,12 +14,14 @@ threshold, integer rounding, uint16 wrap-around, normalized boxes, a different s
 label style) are recognised and named. Tolerances: `refimpl.conformance.judge.Tolerances` (documented
 defaults: score 0.01, IoU 0.9, corners 2 px, pairing IoU 0.5, threshold 0.5).
 
-Verdicts (`AuditResult.status`) and exit codes:
+Verdicts (`AuditResult.status`; `AuditResult.word` in the shared vocabulary of
+`refimpl.conformance.judge.vocabulary`) and exit codes:
 
     agree       0  the reference gives the same answer within the tolerances
     explained   0 if every signature is in `accept`, else 1: the same answer, systematically reshaped
     disagree    1  labels, order, scores or boxes differ beyond the tolerances (or the claimed
-                   response is an error while the reference answers)
+                   response is an error while the reference answers); said WRONG IMAGE? when
+                   the claim looks like another image's (`AuditResult.wrong_image` says why)
     malformed   3  the claimed response is not JSON, not a result list or envelope, or breaks the
                    output schema: there is nothing to compare
     no-claim    0  (audit_dir only) an image without NAME.json: the reference output is recorded

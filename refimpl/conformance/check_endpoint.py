@@ -157,13 +157,13 @@ def check_image(url, model, image, token=None, tolerances=None, accept=(), body=
     try:
         if isinstance(result, list):
             top_k = len(result) or 5
-            reference, size = judging.reference(model, data, top_k=top_k, **loading)
+            reference, size, outputs = judging.reference_outputs(model, data, top_k=top_k, **loading)
         else:  # nothing to compare with: only decode, to know whether refimpl refuses the image too
             pixels = contract.decode_inputs(data)
-            reference, size = [], (int(pixels.shape[1]), int(pixels.shape[0]))
+            reference, size, outputs = [], (int(pixels.shape[1]), int(pixels.shape[0])), None
     except RefimplError as e:
         return ImageCheck(str(image), exchange, *_both_refuse(model, e, exchange, tolerances))
-    verdict = judging.judge(model, exchange.body, reference, tolerances, image_size=size)
+    verdict = judging.judge(model, exchange.body, reference, tolerances, image_size=size, outputs=outputs)
     if exchange.status != 200:
         verdict.problems.insert(0, f"HTTP {exchange.status}")
         verdict.status, verdict.agree = "disagree", False
