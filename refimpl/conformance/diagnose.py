@@ -141,7 +141,7 @@ def diagnose(a, b, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, *, name=None, bn=None):
     return d
 
 
-CONFIDENCE = {"shape mismatch": "likely", "stride mismatch": "likely", "padding mismatch": "likely",
+CONFIDENCE = {"softmax axis": "likely", "shape mismatch": "likely", "stride mismatch": "likely", "padding mismatch": "likely",
               "generic drift": "unknown"}
 
 LOOK_AT = {
@@ -165,6 +165,13 @@ LOOK_AT = {
     "per-channel scale": "this layer's BN gamma / running_var / eps, or the normalization std",
     "per-channel scale and offset": "the normalization (mean and std) or this BN's statistics",
     "bn eps": "this batch norm's eps",
+    "extra class": "the post-processing: the no-object class must be dropped after the softmax",
+    "missing class": "the post-processing: a class dropped that should be kept (or the label table)",
+    "missing sigmoid": "the box head: DETR applies a sigmoid to the box MLP's output",
+    "extra sigmoid": "a sigmoid applied twice, or to a tensor the reference keeps as logits",
+    "box format": "the box format: DETR predicts (cx, cy, w, h); the contract's boxes are corners",
+    "softmax axis": "the softmax's axis (attention: over the keys, the last axis)",
+    "softmax temperature": "the attention scale 1/sqrt(d_head) (missing, or applied twice) or a temperature",
     "scale and offset": "the normalization of this tensor",
     "generic drift": "this layer's weights and formula; rerun with isolate to see if it is inherited",
 }
@@ -256,6 +263,9 @@ def _diagnose(a, b, rtol, atol, name, bn):
             spatial = _spatial_hint(a2, b2)
             if spatial is not None:
                 return spatial
+            extra = _extra_class(a2, b2, rtol, atol)
+            if extra is not None:
+                return extra
             hint = ""
             if a.size == b.size:
                 hint = "; same number of elements: a reshape or flatten in a different order?"
@@ -296,6 +306,9 @@ def _diagnose(a, b, rtol, atol, name, bn):
         return {"kind": "extra activation", "negative_fraction": float((b < -limit).mean()),
                 "message": "extra activation: A == relu(B): A applies a ReLU that B does not, or B was tapped "
                            "before the activation and A after it"}
+    found = _detection_head(a, b, rtol, atol)
+    if found is not None:
+        return found
     axes = [ax for ax in ([1, b.ndim - 1] + list(range(b.ndim))) if 0 <= ax < b.ndim]
     axes = [ax for i, ax in enumerate(axes) if ax not in axes[:i] and b.shape[ax] > 1 and not (ax == 0 and b.ndim > 2)]
     for axis in axes:
@@ -417,3 +430,92 @@ def _bn_eps_result(eps, bn, scales):
     return {"kind": "bn eps", "eps": eps, "eps_b": float(bn["eps"]), "scales": np.ravel(scales).tolist()[:16],
             "message": f"bn eps: the per-channel scales follow this batch norm's running_var exactly as a different "
                        f"eps makes them: consistent with eps = {eps:g} in A (B uses {float(bn['eps']):g})"}
+
+
+# --- detection heads and attention (DETR) -------------------------------------------------------
+
+
+def _extra_class(a, b, rtol, atol):
+    """Shapes differing by one along the last axis, the rest equal: a class kept or dropped."""
+    if a.ndim != b.ndim or a.shape[:-1] != b.shape[:-1] or abs(a.shape[-1] - b.shape[-1]) != 1:
+        return None
+    if a.shape[-1] > b.shape[-1]:
+        exact = _close(a[..., :-1], b, rtol, atol)
+        return {"kind": "extra class", "confidence": "certain" if exact else "likely",
+                "message": f"extra class: A has {a.shape[-1]} classes along the last axis, B {b.shape[-1]}"
+                           + (" and A's first ones equal B" if exact else "")
+                           + ": the no-object class not dropped after the softmax?"}
+    exact = _close(a, b[..., :-1], rtol, atol)
+    return {"kind": "missing class", "confidence": "certain" if exact else "likely",
+            "message": f"missing class: A has {a.shape[-1]} classes along the last axis, B {b.shape[-1]}"
+                       + (" and A equals B's first ones" if exact else "") + ": a class dropped that B keeps?"}
+
+
+def _sigmoid(x):
+    return 0.5 * (1 + np.tanh(0.5 * x))
+
+
+def _corners(x):
+    cx, cy, w, h = np.moveaxis(x, -1, 0)
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
+
+
+def _centers(x):
+    x0, y0, x1, y1 = np.moveaxis(x, -1, 0)
+    return np.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], -1)
+
+
+def _row_stochastic(x, axis=-1):
+    return x.ndim >= 2 and x.min(initial=0.0) >= 0 and np.allclose(x.sum(axis), 1, atol=1e-3)
+
+
+def _detection_head(a, b, rtol, atol):
+    """Box and score heads, attention probabilities: a missing or extra sigmoid, boxes in the other
+    format, a softmax over the wrong axis or with another temperature (a missing attention scale)."""
+    if b.size and b.min() >= 0 and b.max() <= 1 and _close(_sigmoid(a), b, rtol, atol):
+        return {"kind": "missing sigmoid", "message": "missing sigmoid: sigmoid(A) == B: A is B before its sigmoid "
+                "(DETR's box head ends in a sigmoid: boxes as logits?)"}
+    if a.size and a.min() >= 0 and a.max() <= 1 and _close(a, _sigmoid(b), rtol, atol):
+        return {"kind": "extra sigmoid", "message": "extra sigmoid: A == sigmoid(B): a sigmoid A applies that B does not"}
+    if b.shape[-1] == 4 and b.ndim >= 2:
+        if _close(a, _corners(b), rtol, atol):
+            return {"kind": "box format", "message": "box format: A is B converted to corners (xmin, ymin, xmax, ymax) "
+                    "where B is (cx, cy, w, h)"}
+        if _close(a, _centers(b), rtol, atol):
+            return {"kind": "box format", "message": "box format: A is (cx, cy, w, h) where B is corners "
+                    "(xmin, ymin, xmax, ymax): boxes in cxcywh instead of xyxy"}
+    if not (_row_stochastic(b) and a.min(initial=0.0) >= 0):
+        return None
+    if not _row_stochastic(a):
+        for axis in range(a.ndim - 2, -1, -1):
+            if a.shape[axis] > 1 and np.allclose(a.sum(axis), 1, atol=1e-3):
+                return {"kind": "softmax axis", "axis": axis - a.ndim,
+                        "message": f"softmax axis: A sums to 1 along axis {axis - a.ndim}, B along the last axis: a "
+                                   "softmax over the wrong axis (attention: over the queries instead of the keys?)"}
+        return None
+    # log A = t log B + a constant per row: measure t against each row's largest entry, on entries
+    # neither side has underflowed
+    tiny = 1e-30
+    with np.errstate(divide="ignore"):
+        la, lb = np.log(a), np.log(b)
+    da = la - la.max(-1, keepdims=True)
+    db = lb - lb.max(-1, keepdims=True)
+    use = (a > 1e-12) & (b > 1e-12) & (db < -1e-3)
+    if not use.any():
+        return None
+    t = float(np.median(da[use] / db[use]))
+    z = t * np.log(b + tiny)
+    soft = np.exp(z - z.max(-1, keepdims=True))
+    soft /= soft.sum(-1, keepdims=True)
+    if abs(t - 1) < 1e-3 or not _close(soft, a, rtol * 10, atol * 10):
+        return None
+    d = round(t * t)
+    if t > 1 and d >= 4 and abs(t - np.sqrt(d)) < 1e-2 * t:
+        what = (f"a missing attention scale: A is softmax(sqrt({d}) x B's scores), i.e. QK^T without "
+                f"1/sqrt(d_head), d_head = {d}")
+    elif t < 1 and round(1 / t ** 2) >= 4 and abs(1 / t - np.sqrt(round(1 / t ** 2))) < 1e-2 / t:
+        what = f"the attention scale applied twice? (temperature sqrt({round(1 / t ** 2)}))"
+    else:
+        what = f"a temperature of {1 / t:.4g}"
+    return {"kind": "softmax temperature", "factor": t,
+            "message": f"softmax temperature: A == softmax({_fmt(t)} x log B) row by row: {what}"}
