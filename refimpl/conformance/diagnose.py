@@ -1,10 +1,16 @@
 """Why two tensors differ: the diagnosis of the first divergence `refimpl compare` finds.
 
-`diagnose(a, b, rtol, atol)` tries, in order: shape mismatch, layout transposed (NHWC vs NCHW, H
-and W swapped, a transposed matrix), NaN/inf, channel swap or permutation (with an RGB/BGR hint),
-constant or per-channel offset, scale factor (or per-channel scale, or scale and offset), else
-generic drift - numerical error that no simple transformation explains, which is what a wrong
-weight, a wrong formula or accumulated rounding looks like.
+`diagnose(a, b, rtol, atol, *, name=None, bn=None)` tries, in order: shape mismatch (with a
+stride, padding or extra/missing class hint), layout transposed (NHWC vs NCHW, H and W swapped, a
+transposed matrix), NaN/inf, a missing or extra activation (relu(A) == B: also "tapped before the
+activation"), the detection head and attention (a missing or extra sigmoid, boxes in the other
+format, a softmax over the wrong axis or with another temperature: a missing attention scale), a
+label-index offset or class permutation (vector tensors such as logits), channel swap or
+permutation (with an RGB/BGR hint), a spatial shift (crop offset), constant or per-channel
+offset, scale factor, BN eps (with the BN's running_var), per-channel scale, scale and offset,
+per-channel scale and offset (normalization), else generic drift - numerical error that no simple
+transformation explains, which is what a wrong weight, a wrong formula or accumulated rounding
+looks like. Every diagnosis says how sure it is (`confidence`) and what to look at (`look_at`).
 """
 
 from itertools import permutations
