@@ -438,3 +438,25 @@ def test_a_named_formula_explains_the_scores(detr_outputs):
     if without.status == "disagree":  # without the logits the scores cannot be explained
         assert any("scores differ" in p for p in without.problems)
     assert not v.accepted(["hosted"]) and v.accepted(["hosted", "score_formula"])
+
+
+def test_one_vocabulary_for_every_command():
+    """The same word for the same situation; --accept changes only the exit code."""
+    from refimpl.conformance.check_endpoint import Exchange, ImageCheck, Report, summary_line
+
+    assert [vocabulary.word(s) for s in ("agree", "explained", "disagree", "malformed")] == \
+        ["AGREE", "EXPLAINED", "DISAGREE", "MALFORMED"]
+    assert vocabulary.word("disagree", "boxes far outside") == "WRONG IMAGE?"
+    assert vocabulary.exit_code("explained", accepted=True) == 0 and vocabulary.exit_code("explained") == 1
+    assert vocabulary.exit_code("disagree", True, "boxes far outside") == 1
+    rows = [{"status": "missing", "label": "fire hydrant", "reference_score": 0.6 + i / 1000, "claimed_score": None,
+             "ok": False} for i in range(99)] + [{"status": "missing", "label": "clock", "reference_score": 0.9,
+                                                   "claimed_score": None, "ok": False}]
+    items = vocabulary.group_rows(rows)
+    assert len(items) == 2 and items[0]["count"] == 99 and items[1] is rows[-1]
+    assert vocabulary.group_text(items[0]) == "99 queries: fire hydrant, missing in the claim (reference scores 0.6..0.698)"
+    every, size = synthetic_reference()
+    v = judge.judge(DETR, postprocess.hosted_shape(every), every, image_size=size)
+    report = Report("http://x", DETR, (), [ImageCheck("a.png", Exchange(200), v, False)])
+    assert summary_line(report).startswith("EXPLAINED: 1 of 1 image(s) EXPLAINED; explained only by the signatures")
+    assert "(not accepted: exit 1" in summary_line(report)
