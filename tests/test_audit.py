@@ -193,3 +193,39 @@ def test_detr_claims(detr_case, tmp_path, capsys):
     shifted = [dict(d, box={k: v + 40 for k, v in d["box"].items()}) for d in ours]
     result = audit(image, shifted, DETR, weights=weights)
     assert result.status == "disagree" and any("IoU" in p or "missing" in p for p in result.verdict.problems)
+
+
+# --- verdicts people can act on (issue 13) ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_hosted_response_for_another_image(detr_case, tmp_path, capsys):
+    """The hosted DETR response of FACTS.md audited against an unrelated image: WRONG IMAGE?, the
+    hosted signatures named, repeated rows grouped, and under 30 lines."""
+    from hosted_detr import hosted_clock_tower_response
+
+    image, weights = detr_case
+    claim = envelope(hosted_clock_tower_response())
+    result = audit(image, claim, DETR, weights=weights)
+    assert result.status == "disagree" and result.word == "WRONG IMAGE?" and result.exit_code == 1
+    assert "reach x=1191, y=1816" in result.wrong_image and "on a 180x120 image" in result.wrong_image
+    assert {"no_threshold", "integer_rounding", "uint16_wraparound"} <= set(result.verdict.signatures)
+    assert not any("lower threshold" in p for p in result.verdict.problems)
+    assert result.to_dict()["word"] == "WRONG IMAGE?"
+    code = cli(image, write(tmp_path, claim), weights, "--accept", "hosted", model="detr-resnet-50")
+    out = capsys.readouterr().out
+    assert code == 1  # --accept cannot accept a wrong image
+    lines = out.splitlines()
+    assert len(lines) < 30, out
+    assert lines[-1].startswith("verdict: WRONG IMAGE?: this response is probably for another image")
+    assert "signature no_threshold:" in out and "signature uint16_wraparound:" in out
+
+
+def test_report_option_writes_a_self_contained_page(case, weights, tmp_path, capsys):
+    image, answer = case
+    out = tmp_path / "audit.html"
+    assert cli(image, write(tmp_path, answer), weights, "--report", str(out)) == 0
+    html = out.read_text()
+    assert "id=verdict" in html and ">AGREE<small>" in html
+    assert all(r["label"] in html for r in answer) and "https://" not in html
+    assert f"report: {out}" in capsys.readouterr().err

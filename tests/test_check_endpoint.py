@@ -131,7 +131,7 @@ def test_disagreement_is_detected(stub, images, resnet50_dir, capsys):
     code, out = run_cli(capsys, s.url + "/client/v4/accounts/x/ai/run", "--model", RESNET,
                         "--weights", str(resnet50_dir), *paths)
     assert code == 1
-    assert "verdict: DISAGREE: 2 of 2 image(s) differ" in out and "problem: rank 1: label 'TABBY'" in out
+    assert "verdict: DISAGREE: 2 of 2 image(s) DISAGREE" in out and "problem: rank 1: label 'TABBY'" in out
     path, headers, body = s.requests[0]
     assert path == "/client/v4/accounts/x/ai/run/@cf/microsoft/resnet-50"
     assert body == open(paths[0], "rb").read() and headers["Content-Type"] == "application/octet-stream"

@@ -14,7 +14,7 @@ import pytest
 
 from refimpl.serving import contract
 from refimpl.conformance import judge
-from refimpl.conformance.judge import Tolerances, detection
+from refimpl.conformance.judge import Tolerances, detection, vocabulary
 from refimpl.pipeline import postprocess
 from refimpl.serving import schemas
 from fixtures_contract import DETR, RESNET
@@ -359,10 +359,11 @@ def test_format_verdict_detection_and_its_users():
     assert len(every_row) == len(lines) + hidden - 1 and "low-score row(s)" not in "\n".join(every_row)
     # check-endpoint and audit show the same body under their own headline
     check = format_check(ImageCheck("x.png", Exchange(200, ms=12.0), v, False)).splitlines()
-    assert check == ["x.png: HTTP 200, 12 ms: explained (not accepted)"] + lines
+    assert check == ["x.png: HTTP 200, 12 ms: " + vocabulary.headline("explained", False, v.signatures)] + lines
+    assert check[0].startswith("x.png: HTTP 200, 12 ms: EXPLAINED: the same answer, reshaped by ") and "no_threshold" in check[0]
     audited = format_result(AuditResult("x.png", DETR, "explained", True, verdict=v, claimed="x.json")).splitlines()
     assert audited == [f"audit x.png against {DETR} (claimed: x.json)"] + lines + [
-        "verdict: EXPLAINED: the same answer, reshaped by the named signature(s) (accepted)"]
+        f"verdict: EXPLAINED: the same answer, reshaped by {', '.join(v.signatures)} (accepted)"]
 
 
 def test_verdict_json_holds_numpy_numbers():
@@ -370,3 +371,92 @@ def test_verdict_json_holds_numpy_numbers():
         "a": 0.5, "b": 3}
     with pytest.raises(TypeError):
         json.dumps({"a": object()}, default=judge.json_default)
+
+
+# --- explaining a score transform (issue 13) ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def detr_outputs(detr_weights, detr_image):
+    """refimpl's every-query reference for detr_image with its logits."""
+    return judge.reference_outputs(DETR, detr_image, weights=detr_weights)
+
+
+def claim_with(formula, logits, every, id2label, temperature=None):
+    """The hosted shape of a claim whose scores come from `formula` applied to our own logits:
+    each query reports the class the formula scores highest, with that score."""
+    from refimpl.conformance.judge.formulas import FORMULAS, _softmax
+
+    L = np.asarray(logits, dtype=np.float64)
+    F = _softmax(L / temperature, -1)[:, :-1] if formula == "temperature" else FORMULAS[formula][1](L)
+    out = []
+    for q, d in enumerate(every):
+        c = int(np.nanargmax(F[q]))
+        out.append({"score": float(F[q, c]), "label": id2label[c], "box": d["box"]})
+    return postprocess.hosted_shape(out)
+
+
+@pytest.mark.parametrize("formula", ["softmax_joint", "softmax_joint_objects", "softmax_over_queries",
+                                     "softmax_no_object_dropped", "sigmoid", "temperature", "label_offset_+1",
+                                     "label_offset_-1"])
+def test_score_formula_is_named(detr_outputs, formula):
+    every, size, outputs = detr_outputs
+    t = 2.5 if formula == "temperature" else None
+    claimed = claim_with(formula, outputs["logits"], every, outputs["id2label"], t)
+    v = judge.judge(DETR, claimed, every, image_size=size, outputs=outputs)
+    assert v.score_formula is not None and v.score_formula["formula"] == formula, v.score_formula
+    assert v.score_formula["max_rel_error"] <= 1e-3 and formula in format_text(v)
+    if formula == "temperature":
+        assert v.score_formula["temperature"] == pytest.approx(t, rel=1e-3)
+    if "monotonic_score_transform" in v.signatures:
+        assert "score formula: " + formula in v.details["monotonic_score_transform"]
+
+
+def test_own_formula_needs_no_explanation_and_others_are_not_forced(detr_outputs):
+    every, size, outputs = detr_outputs
+    v = judge.judge(DETR, postprocess.hosted_shape(every), every, image_size=size, outputs=outputs)
+    assert v.score_formula is None
+    # scores that no candidate formula makes: said so, nothing named
+    scrambled = [dict(d, score=d["score"] ** 3 * 4e-4) for d in postprocess.hosted_shape(every)]
+    v = judge.judge(DETR, scrambled, every, image_size=size, outputs=outputs)
+    assert v.score_formula["formula"] is None and "no candidate formula" in v.score_formula["text"]
+
+
+def format_text(v):
+    return "\n".join(judge.format_verdict(v))
+
+
+def test_a_named_formula_explains_the_scores(detr_outputs):
+    """A joint softmax does not rank queries like DETR's own, yet it is the same answer: with the
+    formula named, labels and boxes agreeing, the claim is EXPLAINED, not DISAGREE."""
+    every, size, outputs = detr_outputs
+    claimed = claim_with("softmax_joint", outputs["logits"], every, outputs["id2label"])
+    without = judge.judge(DETR, claimed, every, image_size=size)
+    v = judge.judge(DETR, claimed, every, image_size=size, outputs=outputs)
+    assert v.status == "explained" and "score_formula" in v.signatures, v.problems
+    assert v.details["score_formula"].startswith("softmax_joint:")
+    if without.status == "disagree":  # without the logits the scores cannot be explained
+        assert any("scores differ" in p for p in without.problems)
+    assert not v.accepted(["hosted"]) and v.accepted(["hosted", "score_formula"])
+
+
+def test_one_vocabulary_for_every_command():
+    """The same word for the same situation; --accept changes only the exit code."""
+    from refimpl.conformance.check_endpoint import Exchange, ImageCheck, Report, summary_line
+
+    assert [vocabulary.word(s) for s in ("agree", "explained", "disagree", "malformed")] == \
+        ["AGREE", "EXPLAINED", "DISAGREE", "MALFORMED"]
+    assert vocabulary.word("disagree", "boxes far outside") == "WRONG IMAGE?"
+    assert vocabulary.exit_code("explained", accepted=True) == 0 and vocabulary.exit_code("explained") == 1
+    assert vocabulary.exit_code("disagree", True, "boxes far outside") == 1
+    rows = [{"status": "missing", "label": "fire hydrant", "reference_score": 0.6 + i / 1000, "claimed_score": None,
+             "ok": False} for i in range(99)] + [{"status": "missing", "label": "clock", "reference_score": 0.9,
+                                                   "claimed_score": None, "ok": False}]
+    items = vocabulary.group_rows(rows)
+    assert len(items) == 2 and items[0]["count"] == 99 and items[1] is rows[-1]
+    assert vocabulary.group_text(items[0]) == "99 queries: fire hydrant, missing in the claim (reference scores 0.6..0.698)"
+    every, size = synthetic_reference()
+    v = judge.judge(DETR, postprocess.hosted_shape(every), every, image_size=size)
+    report = Report("http://x", DETR, (), [ImageCheck("a.png", Exchange(200), v, False)])
+    assert summary_line(report).startswith("EXPLAINED: 1 of 1 image(s) EXPLAINED; explained only by the signatures")
+    assert "(not accepted: exit 1" in summary_line(report)

@@ -5,7 +5,9 @@ Compares labels and their order and scores (classification), or IoU-matched boxe
 detection IoU, corner and score differences, missing and extra detections (detection), with the
 engine of `refimpl check-endpoint` (refimpl.conformance.judge), and names the hosted API's known signatures
 (no_threshold, integer_rounding, uint16_wraparound, normalized_boxes, monotonic_score_transform,
-label_style).
+label_style, score_formula). Verdict words (shared with check-endpoint and audit-dir): AGREE,
+EXPLAINED, DISAGREE, WRONG IMAGE? (claimed boxes far outside the image, or nothing in common with
+the reference), MALFORMED. --report OUT.html writes a self-contained HTML report.
 
 Exit status: 0 agree (or explained by signatures given to --accept); 1 disagree (or explained by
 signatures not accepted); 3 malformed claimed response (not JSON, not a result list or envelope,
@@ -27,6 +29,8 @@ def register(sub):
     add_judging_options(p)
     p.add_argument("--all-rows", action="store_true", help="also show low-score detection rows")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--report", metavar="OUT.html", help="also write a self-contained HTML report (the verdict, "
+                   "signatures, problems, rows, and for detection the image with both sets of boxes)")
     p.set_defaults(func=run)
 
 
@@ -42,4 +46,25 @@ def run(args):
         print_json(result.to_dict())
     else:
         print(format_result(result, args.all_rows))
+    if args.report:
+        _write_report(args.report, result, args.image, args.claimed)
     return result.exit_code
+
+
+def _write_report(out, result, image, claimed_path):
+    import json
+    import sys
+
+    from refimpl.conformance import report_html
+    from refimpl.serving.schemas import unwrap
+
+    try:
+        claimed = unwrap(json.loads(open(claimed_path, encoding="utf-8").read()))[0]
+    except ValueError:  # a malformed claim: nothing to draw
+        claimed = None
+    try:
+        page = report_html.render_audit(result.to_dict(), image=image, claimed=claimed if isinstance(claimed, list) else None)
+    except OSError:  # an image Pillow cannot read: the report without it
+        page = report_html.render_audit(result.to_dict())
+    report_html.write(out, page)
+    print(f"report: {out}", file=sys.stderr)

@@ -6,9 +6,12 @@ Prints a per-image table and a verdict, or JSON with --json. Exit status: 0 when
 agrees within the tolerances (or differs only by signatures given to --accept), 1 when one
 disagrees, 2 on usage errors.
 
+Verdict words (the same in audit and audit-dir): AGREE, EXPLAINED, DISAGREE, WRONG IMAGE? (the
+answer looks like another image's), MALFORMED; --accept decides only the exit code.
 Signatures named in the verdict: no_threshold, integer_rounding, uint16_wraparound,
-normalized_boxes, monotonic_score_transform, label_style. --accept hosted accepts the hosted
-DETR's observed shape (no_threshold, integer_rounding, uint16_wraparound).
+normalized_boxes, monotonic_score_transform, label_style, score_formula (the post-processing
+formula that reproduces the claimed scores from refimpl's logits). --accept hosted accepts the
+hosted DETR's observed shape (no_threshold, integer_rounding, uint16_wraparound).
 """
 
 import argparse

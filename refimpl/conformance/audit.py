@@ -14,12 +14,14 @@ threshold, integer rounding, uint16 wrap-around, normalized boxes, a different s
 label style) are recognised and named. Tolerances: `refimpl.conformance.judge.Tolerances` (documented
 defaults: score 0.01, IoU 0.9, corners 2 px, pairing IoU 0.5, threshold 0.5).
 
-Verdicts (`AuditResult.status`) and exit codes:
+Verdicts (`AuditResult.status`; `AuditResult.word` in the shared vocabulary of
+`refimpl.conformance.judge.vocabulary`) and exit codes:
 
     agree       0  the reference gives the same answer within the tolerances
     explained   0 if every signature is in `accept`, else 1: the same answer, systematically reshaped
     disagree    1  labels, order, scores or boxes differ beyond the tolerances (or the claimed
-                   response is an error while the reference answers)
+                   response is an error while the reference answers); said WRONG IMAGE? when
+                   the claim looks like another image's (`AuditResult.wrong_image` says why)
     malformed   3  the claimed response is not JSON, not a result list or envelope, or breaks the
                    output schema: there is nothing to compare
     no-claim    0  (audit_dir only) an image without NAME.json: the reference output is recorded
@@ -36,11 +38,12 @@ from pathlib import Path
 
 from refimpl import __version__, registry
 from refimpl.conformance import judge as judging
+from refimpl.conformance.judge import vocabulary
 from refimpl.errors import RefimplError
 from refimpl.provenance import sha256_bytes
 from refimpl.serving.schemas import unwrap, validate
 
-EXIT_CODES = {"agree": 0, "no-claim": 0, "explained": 1, "disagree": 1, "error": 2, "malformed": 3}
+EXIT_CODES = vocabulary.EXIT_CODES
 
 
 @dataclass
@@ -57,15 +60,24 @@ class AuditResult:
     problems: list = field(default_factory=list)  # malformed/error reasons (else the verdict's)
 
     @property
+    def wrong_image(self):
+        """Why the claim looks like another image's answer, or None."""
+        return self.verdict.wrong_image if self.verdict is not None and self.status == "disagree" else None
+
+    @property
+    def word(self):
+        """AGREE, EXPLAINED, DISAGREE, WRONG IMAGE?, MALFORMED (judge.vocabulary)."""
+        return vocabulary.word(self.status, self.wrong_image)
+
+    @property
     def exit_code(self):
-        if self.status == "explained":
-            return 0 if self.accepted else 1
-        return EXIT_CODES[self.status]
+        return vocabulary.exit_code(self.status, self.accepted, self.wrong_image)
 
     def to_dict(self):
         v = self.verdict.to_dict() if self.verdict else None
         return {
-            "image": self.image, "model": self.model, "status": self.status, "accepted": self.accepted,
+            "image": self.image, "model": self.model, "status": self.status, "word": self.word,
+            "wrong_image": self.wrong_image, "accepted": self.accepted,
             "exit_code": self.exit_code, "claimed": self.claimed, "input_sha256": self.input_sha256,
             "claimed_sha256": self.claimed_sha256,
             "signatures": v["signatures"] if v else [],
@@ -129,7 +141,7 @@ def audit(image, claimed, model="resnet-50", tolerances=None, accept=(), weights
     top_k = len(payload) if valid else 5
     loading = {"weights": weights, "revision": revision, "dtype": dtype, "path": path}
     try:
-        reference, size = judging.reference(name, data, top_k=top_k, **loading)
+        reference, size, outputs = judging.reference_outputs(name, data, top_k=top_k, **loading)
     except RefimplError as e:  # refimpl refuses the image itself
         if problem:
             result.problems += [problem, f"refimpl refuses this image too: {e}"]
@@ -139,7 +151,7 @@ def audit(image, claimed, model="resnet-50", tolerances=None, accept=(), weights
         result.problems.append(problem)
         result.reference = _contract_output(name, reference, tolerances or judging.Tolerances())
         return result
-    verdict = judging.judge(name, obj, reference, tolerances, image_size=size)
+    verdict = judging.judge(name, obj, reference, tolerances, image_size=size, outputs=outputs)
     result.verdict = verdict
     result.reference = _contract_output(name, reference, verdict.tolerances)
     reasons = _malformed(obj, verdict)
@@ -175,14 +187,7 @@ def _refused(result, obj, error, tolerances):
 
 # --- the report -------------------------------------------------------------------------------------
 
-HEADLINES = {
-    "agree": "AGREE: the reference gives the same answer within the tolerances",
-    "explained": "EXPLAINED: the same answer, reshaped by the named signature(s)",
-    "disagree": "DISAGREE: the reference gives a different answer",
-    "malformed": "MALFORMED: the claimed response cannot be compared",
-    "no-claim": "NO CLAIM: reference output recorded",
-    "error": "ERROR: the image could not be audited",
-}
+HEADLINES = {k: f"{vocabulary.WORDS[k]}: {m}" for k, m in vocabulary.MEANINGS.items()}
 
 
 def format_result(result, all_rows=False):
@@ -193,8 +198,6 @@ def format_result(result, all_rows=False):
         lines += judging.format_verdict(result.verdict, all_rows)
     shown = set(result.verdict.problems) if result.verdict is not None else set()
     lines += [f"  problem: {p}" for p in result.problems if p not in shown]
-    word = HEADLINES[result.status]
-    if result.status == "explained":
-        word += " (accepted)" if result.accepted else " (not accepted: pass --accept SIGNATURE or --accept hosted)"
-    lines.append(f"verdict: {word}")
+    signatures = result.verdict.signatures if result.verdict is not None else ()
+    lines.append("verdict: " + vocabulary.headline(result.status, result.accepted, signatures, result.wrong_image))
     return "\n".join(lines)

@@ -30,6 +30,7 @@ from refimpl import __version__, registry
 from refimpl.serving import contract
 from refimpl.serving.schemas import unwrap
 from refimpl.conformance import judge as judging
+from refimpl.conformance.judge import vocabulary
 from refimpl.errors import RefimplError
 
 TOKEN_ENV = "REFIMPL_ENDPOINT_TOKEN"
@@ -156,13 +157,13 @@ def check_image(url, model, image, token=None, tolerances=None, accept=(), body=
     try:
         if isinstance(result, list):
             top_k = len(result) or 5
-            reference, size = judging.reference(model, data, top_k=top_k, **loading)
+            reference, size, outputs = judging.reference_outputs(model, data, top_k=top_k, **loading)
         else:  # nothing to compare with: only decode, to know whether refimpl refuses the image too
             pixels = contract.decode_inputs(data)
-            reference, size = [], (int(pixels.shape[1]), int(pixels.shape[0]))
+            reference, size, outputs = [], (int(pixels.shape[1]), int(pixels.shape[0])), None
     except RefimplError as e:
         return ImageCheck(str(image), exchange, *_both_refuse(model, e, exchange, tolerances))
-    verdict = judging.judge(model, exchange.body, reference, tolerances, image_size=size)
+    verdict = judging.judge(model, exchange.body, reference, tolerances, image_size=size, outputs=outputs)
     if exchange.status != 200:
         verdict.problems.insert(0, f"HTTP {exchange.status}")
         verdict.status, verdict.agree = "disagree", False
@@ -207,7 +208,7 @@ def format_check(check, all_rows=False):
     """One image's check as text: the headline (HTTP status, time, verdict), then the verdict."""
     v, ex = check.verdict, check.exchange
     status = "no answer" if ex.status is None else f"HTTP {ex.status}"
-    word = v.status if check.accepted or v.status != "explained" else "explained (not accepted)"
+    word = vocabulary.headline(v.status, check.accepted, v.signatures, v.wrong_image)
     return "\n".join([f"{check.image}: {status}, {ex.ms:.0f} ms: {word}"] + judging.format_verdict(v, all_rows))
 
 
@@ -215,17 +216,24 @@ def format_report(report, all_rows=False):
     lines = [f"check-endpoint {report.url} ({report.model})", ""]
     for check in report.checks:
         lines += [format_check(check, all_rows), ""]
-    good = sum(c.accepted for c in report.checks)
-    if report.ok:
-        lines.append(f"verdict: AGREE: {good} of {len(report.checks)} image(s) agree with the reference"
-                     + (f" (accepting {', '.join(report.accept)})" if report.accept else ""))
-    else:
-        bad = [c for c in report.checks if not c.accepted]
-        explained = [c for c in bad if c.verdict.status == "explained"]
-        names = sorted({n for c in explained for n in c.verdict.signatures})
-        text = f"verdict: DISAGREE: {len(bad)} of {len(report.checks)} image(s) differ from the reference"
-        if explained:
-            text += (f"; {len(explained)} of them only by the signatures {', '.join(names)} "
-                     f"(--accept {','.join(names)} to accept them)")
-        lines.append(text)
+    lines.append("verdict: " + summary_line(report))
     return "\n".join(lines)
+
+
+def summary_line(report):
+    """The run's verdict in the shared vocabulary (judge.vocabulary): the worst image's word, then
+    how many images got each word. --accept changes only whether EXPLAINED passes (the exit code)."""
+    kinds = [vocabulary.kind(c.verdict.status, c.verdict.wrong_image) for c in report.checks]
+    order = ("malformed", "wrong_image", "disagree", "explained", "agree")
+    worst = min(kinds, key=order.index, default="disagree")
+    n = len(report.checks)
+    counts = ", ".join(f"{kinds.count(k)} of {n} image(s) {vocabulary.WORDS[k]}" for k in order if k in kinds)
+    if worst == "agree":
+        return f"AGREE: {n} of {n} image(s) agree with the reference"
+    text = f"{vocabulary.WORDS[worst]}: {counts}"
+    names = sorted({s for c in report.checks if c.verdict.status == "explained" for s in c.verdict.signatures})
+    if names:
+        text += f"; explained only by the signatures {', '.join(names)}"
+        text += (" (accepted)" if all(c.accepted for c in report.checks if c.verdict.status == "explained")
+                 else f" (not accepted: exit 1; --accept {','.join(names)} to accept them)")
+    return text

@@ -59,6 +59,10 @@ Signatures (`SIGNATURES`) are recognised before comparing, undone, and named:
 * `monotonic_score_transform`: scores differ beyond `score_atol` but rank like the reference's
   (Spearman correlation over matched detections >= `rank_corr_min`, at least 3 pairs). The
   verdict reports the correlation and whether labels and boxes still agree after IoU matching.
+* `score_formula`: (detection, with `outputs`) the claimed scores are what another post-processing
+  formula computes from refimpl's own logits (`formulas.explain_scores`: a joint softmax, softmax
+  over queries, sigmoid, a temperature, a label offset, ...); the formula is named, and the score
+  differences are then not problems.
 * `label_style`: labels differ only in style ("Persian cat" vs "PERSIAN CAT": the first
   comma-separated name, upper-cased, is the same).
 
@@ -77,16 +81,20 @@ from .report import format_verdict
 from .stats import box_iou, spearman
 from .verdict import ACCEPT_PRESETS, SIGNATURES, Tolerances, Verdict, json_default
 
-__all__ = ["judge", "reference", "Verdict", "Tolerances", "SIGNATURES", "ACCEPT_PRESETS", "format_verdict",
+__all__ = ["judge", "reference", "reference_outputs", "Verdict", "Tolerances", "SIGNATURES", "ACCEPT_PRESETS", "format_verdict",
            "box_iou", "spearman", "json_default", "validate", "unwrap"]
 
 
-def judge(model, claimed, reference, tolerances=None, *, image_size=None):
+def judge(model, claimed, reference, tolerances=None, *, image_size=None, outputs=None):
     """Compare `claimed` with refimpl's `reference` for the same image -> Verdict.
 
     model: any name run() accepts. claimed: a result list or an envelope. reference: refimpl's
     result (see the module docstring). tolerances: a Tolerances (defaults if None).
     image_size: (width, height) of the image, needed to compare normalized boxes.
+    outputs: detection only, optional: {"logits": (Q, C+1), "id2label": {i: name}}, refimpl's raw
+      outputs for the image (`reference_outputs()`), with `reference` holding every query in query
+      order. With them a changed score scale is explained by name (`formulas.explain_scores`,
+      `verdict.score_formula`).
     """
     tol = tolerances or Tolerances()
     spec = registry.get(model)
@@ -101,12 +109,26 @@ def judge(model, claimed, reference, tolerances=None, *, image_size=None):
             if v.task == "image-classification":
                 judge_classification(v, result, reference, tol)
             else:
-                judge_detection(v, result, reference, tol, image_size)
+                judge_detection(v, result, reference, tol, image_size, outputs)
     elif not v.problems:
         v.problems.append("no result")
     v.status = "disagree" if v.problems else ("explained" if v.signatures else "agree")
     v.agree = v.status == "agree"
     return v
+
+
+def reference_outputs(model, image, top_k=5, **loading):
+    """Detection: refimpl's reference (every query) with its raw outputs, to explain a score
+    transform -> (result, (width, height), {"logits": (Q, C+1), "id2label"}). Classification: as
+    reference() with outputs None."""
+    if registry.get(model).task == "image-classification":
+        return (*reference(model, image, top_k, **loading), None)
+    pixels = contract.decode_inputs(image)
+    size = (int(pixels.shape[1]), int(pixels.shape[0]))
+    loaded = contract.get_model(model, **loading)
+    trace = {}
+    result = loaded.predict(pixels, trace=trace, shape="reference", threshold=None)[0]
+    return result, size, {"logits": trace["class_labels_classifier"][0], "id2label": loaded.checkpoint.id2label}
 
 
 def reference(model, image, top_k=5, **loading):

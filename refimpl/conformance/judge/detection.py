@@ -8,6 +8,7 @@ import numpy as np
 from refimpl.errors import short
 from refimpl.pipeline.postprocess import BOX_KEYS
 
+from .formulas import explain_scores
 from .scores import judge_scores
 from .stats import box_iou
 from .verdict import finite_number, name_signature
@@ -35,7 +36,7 @@ class Detections:
         return int(np.sum(self.scores > threshold))
 
 
-def judge_detection(v, result, reference, tol, image_size):
+def judge_detection(v, result, reference, tol, image_size, outputs=None):
     """Fill `v` with the comparison of claimed detections with the reference's (every query, or
     those above the threshold)."""
     # read the claimed items
@@ -55,8 +56,13 @@ def judge_detection(v, result, reference, tol, image_size):
     missing = report_missing(v, ref, pairs, tol)
     labels_agree = not missing
     score_pairs = [(claimed.scores[i], ref.scores[j]) for i, j in pairs]
+    before = len(v.problems)
     scale_ok = judge_scores(v, score_pairs, tol, labels_agree, boxes["ok"])
+    if outputs is not None and len(claimed) and len(outputs["logits"]) == len(ref):
+        if explain_score_formula(v, claimed, ref, outputs, tol):
+            del v.problems[before:]  # the scores are explained: the formula, not a ranking problem
     extra, low = report_unpaired_claims(v, claimed, pairs, tol, scale_ok)
+    recognise_wrong_image(v, claimed, ref, pairs, tol, image_size)
     v.stats.update(matched=len(pairs), missing=len(missing), extra=len(extra), unmatched_low=len(low),
                    min_iou=boxes["min_iou"], max_corner_px=boxes["max_corner_px"],
                    min_iou_all=boxes["min_iou_all"], labels_agree=labels_agree,
@@ -163,11 +169,13 @@ def scale_normalized(v, claimed, ref, image_size):
 
 
 def recognise_no_threshold(v, claimed, ref, tol):
-    """Far more detections than the reference keeps, some at or below the threshold: every query
-    was returned."""
+    """Far more detections than the reference keeps (at least `no_threshold_extra` more), some at
+    or below the threshold or as many as the model has queries: every query was returned. Named
+    whatever else is wrong with the claim (a claim for another image still shows it)."""
     low = _at_or_below(claimed, tol)
     confident_ref = ref.above(tol.threshold)
-    if len(claimed) >= confident_ref + tol.no_threshold_extra and low:
+    every_query = len(ref) > confident_ref and len(claimed) >= len(ref)
+    if len(claimed) >= confident_ref + tol.no_threshold_extra and (low or every_query):
         name_signature(v, "no_threshold", f"{len(claimed)} detections claimed ({low} at or below {tol.threshold}, "
                        f"the lowest {claimed.scores.min():.3g}); the reference keeps {confident_ref} above "
                        f"{tol.threshold}")
@@ -175,6 +183,58 @@ def recognise_no_threshold(v, claimed, ref, tol):
 
 def _at_or_below(claimed, tol):
     return int(np.sum(claimed.scores <= tol.threshold))
+
+
+def explain_score_formula(v, claimed, ref, outputs, tol):
+    """When the scores are not DETR's own: name the post-processing formula that reproduces them from
+    refimpl's logits (judge.formulas) as the signature `score_formula`, or say that none does.
+    -> True when a formula reproduces them (the score comparison's problems are then moot)."""
+    found = explain_scores(claimed.boxes, claimed.scores, claimed.labels, outputs["logits"], ref.boxes,
+                           outputs["id2label"], tol.match_iou)
+    if found is None or found["formula"] == "softmax_per_query":
+        return False  # DETR's own formula: nothing to explain
+    v.score_formula = found
+    if "monotonic_score_transform" in v.signatures:
+        v.details["monotonic_score_transform"] += "; score formula: " + found["text"]
+    if found["formula"] is None:
+        return False
+    name_signature(v, "score_formula", found["text"])
+    return True
+
+
+# DETR predicts box centres and sizes within [0, 1] of the image, so no corner of its boxes can lie
+# beyond half the image's size outside it: such a corner means the boxes were for a larger image.
+DETR_CORNER_REACH = 0.5
+
+
+def recognise_wrong_image(v, claimed, ref, pairs, tol, image_size):
+    """Say when the claim is probably for another image: a claimed corner beyond what any box on
+    this image can reach, or no confident reference detection paired and the claim's top labels
+    share none with the reference's. Sets `v.wrong_image` (the reason); the status stays disagree."""
+    if not len(claimed) or not v.problems:
+        return
+    reasons = []
+    if image_size is not None:
+        w, h = image_size
+        B = claimed.boxes
+        reach_x, reach_y = DETR_CORNER_REACH * w, DETR_CORNER_REACH * h
+        out = ((B[:, [0, 2]] < -reach_x) | (B[:, [0, 2]] > w + reach_x)).any(1) | \
+              ((B[:, [1, 3]] < -reach_y) | (B[:, [1, 3]] > h + reach_y)).any(1)
+        if out.any():
+            reasons.append(f"{int(out.sum())} claimed box(es) reach x={B[:, 2].max():.0f}, y={B[:, 3].max():.0f} "
+                           f"(min x={B[:, 0].min():.0f}, y={B[:, 1].min():.0f}) on a {w}x{h} image, farther "
+                           f"outside it than any box predicted for this image can")
+    confident = [j for j in range(len(ref)) if ref.scores[j] > tol.threshold]
+    if confident and not any(j in confident for _, j in pairs):
+        k = max(5, len(confident))
+        top = [claimed.labels[i] for i in np.argsort(-claimed.scores, kind="stable")[:k]]
+        ours = sorted({ref.labels[j] for j in confident})
+        if not set(top) & set(ours):
+            reasons.append(f"none of the {len(confident)} reference detection(s) above {tol.threshold} has a "
+                           f"partner, and the claim's top labels ({', '.join(sorted(set(top))[:6])}) share none "
+                           f"with the reference's ({', '.join(ours[:6])})")
+    if reasons:
+        v.wrong_image = "; ".join(reasons)
 
 
 # --- pairing ------------------------------------------------------------------------------------

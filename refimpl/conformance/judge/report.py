@@ -2,17 +2,26 @@
 check-endpoint's and audit's reports, which add their own headline."""
 
 from .verdict import SIGNATURES
+from .vocabulary import group_rows, group_text
+
+MAX_ROWS = 15  # detection table lines by default (repeated rows are grouped first)
 
 
 def format_verdict(v, all_rows=False):
     """The body of a verdict's report -> list of lines (indented by two spaces).
 
-    all_rows: also show detection rows below the threshold on both sides ("low")."""
+    all_rows: every detection row, one line each, the low-score ones included. By default
+    repeated missing/extra/low rows of one label are one line ("99 queries: fire hydrant, missing
+    in the claim"), low rows are hidden and the table stops after MAX_ROWS lines."""
     if v.task == "image-classification":
         lines = _classification_table(v.rows) if v.rows else []
     else:
         lines = _detection_table(v.rows, all_rows) if v.rows else []
+    if v.wrong_image:
+        lines.append(f"  WRONG IMAGE?: {v.wrong_image}")
     lines += [f"  signature {name}: {v.details.get(name, SIGNATURES[name])}" for name in v.signatures]
+    if v.score_formula and "score_formula" not in v.signatures:  # "none reproduces them" (else the signature says it)
+        lines.append(f"  score formula: {v.score_formula['text']}")
     lines += [f"  problem: {p}" for p in v.problems]
     lines += [f"  note: {n}" for n in v.notes]
     return lines
@@ -31,11 +40,20 @@ def _detection_table(rows, all_rows):
     shown = rows if all_rows else [r for r in rows if r["status"] != "low"]
     lines = [f"  {'status':<9}{'ref#':>5}{'claim#':>7}  {'label':<16}{'ref score':>10}{'claimed':>10}"
              f"{'|diff|':>9}{'IoU':>8}{'corner px':>10}  ok"]
-    for r in shown:
+    items = shown if all_rows else group_rows(shown)
+    cut = [] if all_rows else items[MAX_ROWS:]
+    for r in items[:len(items) - len(cut)]:
+        if r.get("group"):
+            lines.append(f"  {r['status']:<9}{'':>12}  {group_text(r)}  {_yes(r['ok'])}")
+            continue
         lines.append(f"  {r['status']:<9}{_f(r['reference_index'], 'd'):>5}{_f(r['claimed_index'], 'd'):>7}  "
                      f"{r['label'][:15]:<16}{_f(r['reference_score'], '.4f'):>10}{_f(r['claimed_score'], '.4g'):>10}"
                      f"{_f(r['score_diff'], '.1e'):>9}{_f(r['iou'], '.4f'):>8}{_f(r['corner_px'], '.2f'):>10}"
                      f"  {_yes(r['ok'])}")
+    if cut:
+        n = sum(c["count"] if c.get("group") else 1 for c in cut)
+        bad = sum(not c["ok"] for c in cut)
+        lines.append(f"  ... and {n} more row(s) ({bad} line(s) not ok; --all-rows shows every row)")
     hidden = len(rows) - len(shown)
     if hidden:
         lines.append(f"  ... and {hidden} low-score row(s) (below the threshold on both sides; --all-rows shows them)")

@@ -45,6 +45,8 @@ SIGNATURES = {
     "normalized_boxes": "boxes relative to the image size (all corners within [0, 1]), not pixels",
     "monotonic_score_transform": "scores differ from the reference's but rank the same way",
     "label_style": "labels differ only in style (first comma-separated name, upper-cased)",
+    "score_formula": "scores computed from the same logits by another post-processing formula (named; "
+                     "detection, when refimpl's logits are at hand)",
 }
 
 # Presets for check-endpoint's --accept.
@@ -82,6 +84,15 @@ class Verdict:
     stats: dict = field(default_factory=dict)
     schema_errors: list = field(default_factory=list)
     tolerances: Tolerances = field(default_factory=Tolerances)
+    wrong_image: str | None = None  # why the claim looks like another image's answer (with "disagree")
+    score_formula: dict | None = None  # judge.formulas.explain_scores(): the formula behind changed scores
+
+    @property
+    def word(self):
+        """The verdict in the shared vocabulary: AGREE, EXPLAINED, DISAGREE, WRONG IMAGE?, MALFORMED."""
+        from .vocabulary import word
+
+        return word(self.status, self.wrong_image)
 
     def accepted(self, accept=()):
         """True if the claim agrees, or is explained entirely by signatures listed in `accept`
@@ -94,7 +105,7 @@ class Verdict:
         return self.status == "explained" and set(self.signatures) <= allowed
 
     def to_dict(self):
-        return asdict(self)
+        return dict(asdict(self), word=self.word)
 
     def to_json(self, indent=None):
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=json_default)
