@@ -130,7 +130,7 @@ def test_audit_dir_resumes_without_duplicates(folder, weights, monkeypatch, caps
     assert records[0]["claimed"] == "a.json" and records[4]["claimed"] is None
     summary = capsys.readouterr().out
     assert "5 of 5 image(s) recorded" in summary and "(2 audited in this run, 0 remaining)" in summary
-    assert "disagree   c.png" in summary and "malformed  d.png" in summary
+    assert "DISAGREE     c.png" in summary and "MALFORMED    d.png" in summary  # the one vocabulary
     assert "claims without an image (ignored): orphan.json" in summary
     assert "verdict: 2 image(s) do not agree" in summary
 
@@ -282,3 +282,18 @@ def test_summary_statistics(folder, weights, tmp_path):
     assert st["score_diff"]["max"] == pytest.approx(ref_c[0]["score"] - ref_c[1]["score"], abs=1e-6)
     assert st["score_diff"]["min"] == 0.0
     assert "top-1 agreement" in audit_module.format_summary(summary)
+
+
+
+def test_audit_dir_report_is_a_self_contained_page(folder, weights, tmp_path, capsys):
+    """--report writes the summary as one HTML file (refimpl.conformance.report_html), in the same
+    words as the text summary."""
+    from refimpl.cli import main
+
+    out = tmp_path / "r.html"
+    assert main(["audit-dir", str(folder), "--weights", weights, "--report", str(out), "--out",
+                 str(tmp_path / "r.jsonl")]) == 1  # one claim disagrees, one is malformed
+    html = out.read_text()
+    assert "<html" in html.lower() and "https://" not in html and "http://" not in html
+    assert "DISAGREE" in html and "MALFORMED" in html and "c.png" in html
+    assert f"report: {out}" in capsys.readouterr().err

@@ -28,6 +28,7 @@ def register(sub):
     p.add_argument("--limit", type=int, metavar="N", help="audit at most N more images in this run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal anyway)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--report", metavar="OUT.html", help="also write a self-contained HTML report of the summary")
     p.set_defaults(func=run)
 
 
@@ -44,4 +45,11 @@ def run(args):
         print_json(summary)
     else:
         print(format_summary(summary))
+    if args.report:
+        import sys
+
+        from refimpl.conformance import report_html
+
+        report_html.write(args.report, report_html.render_audit_dir(summary))
+        print(f"report: {args.report}", file=sys.stderr)
     return 0 if summary["ok"] else 1

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from refimpl import registry
 from refimpl.conformance import judge as judging
+from refimpl.conformance.judge import vocabulary
 from refimpl.conformance.audit import AuditResult, _contract_output, audit
 from refimpl.errors import RefimplError, ResultsFileError, WeightsError
 from refimpl.provenance import sha256_bytes
@@ -189,7 +190,8 @@ def summarize(records, images, folder, out, audited_now):
         "folder": str(folder), "out": str(out), "images": len(images), "recorded": len(records),
         "audited_now": audited_now, "remaining": len(names - {r["image"] for r in records}),
         "by_status": dict(sorted(by_status.items())),
-        "not_agreeing": [{"image": r["image"], "status": r["status"],
+        "not_agreeing": [{"image": r["image"], "status": r["status"], "wrong_image": r.get("wrong_image"),
+                          "word": vocabulary.word(r["status"], r.get("wrong_image")),
                           "first_problem": (r["problems"] or [None])[0]} for r in bad],
         "claims_without_image": orphans,
         "statistics": statistics(records),
@@ -270,7 +272,8 @@ def format_summary(s):
              f"({s['audited_now']} audited in this run, {s['remaining']} remaining)"]
     lines.append("  " + ", ".join(f"{k}: {v}" for k, v in s["by_status"].items()) if s["by_status"] else "  nothing audited")
     for r in s["not_agreeing"]:
-        lines.append(f"  {r['status']:<10} {r['image']}: {r['first_problem'] or ''}")
+        # The words of audit and check-endpoint (AGREE, EXPLAINED, DISAGREE, WRONG IMAGE?, MALFORMED).
+        lines.append(f"  {vocabulary.word(r['status'], r.get('wrong_image')):<12} {r['image']}: {r['first_problem'] or ''}")
     st = s.get("statistics") or {}
     if st.get("judged"):
         parts = [f"{st['judged']} judged"]
