@@ -32,7 +32,7 @@ FLOOR = 1e-6
 # requires all of them to be compared.
 FINAL_OUTPUTS = {
     "image-classification": ("classifier.1",),
-    "object-detection": ("logits", "pred_boxes"),
+    "object-detection": ("class_labels_classifier", "pred_boxes"),  # logits, boxes
 }
 
 
