@@ -179,7 +179,8 @@ class CertifyReport:
             heads = [x["headroom"] for x in r.compared if isinstance(x.get("headroom"), (int, float))]
             least = min(heads) if heads else None
             where = next((x["name"] for x in r.compared if x.get("headroom") == least), "") if heads else ""
-            line = f"  {c['name']}: {r.verdict} - {len(r.compared)} of {len(r.b.tensors)} tensors compared"
+            word = {"agree": "certified", "disagree": "diverges", "incomplete": "incomplete"}[r.verdict]
+            line = f"  {c['name']}: {word} - {len(r.compared)} of {len(r.b.tensors)} tensors compared"
             if r.first:
                 line += f"; first divergence {r.first['name']}"
             elif least is not None:

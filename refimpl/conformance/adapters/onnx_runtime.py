@@ -110,7 +110,7 @@ class OnnxAdapter:
 
     def describe(self):
         return (f"ONNX Runtime {self.version} on {self.file} (names from the {self.exporter} exporter's scopes; "
-                f"{len(self.names)} intermediates named)")
+                f"{sum(map(len, self.names.values()))} intermediates named)")
 
     def run(self, case):
         feeds = {self.inputs[0]: case.pixel_values.astype(np.float32)}
