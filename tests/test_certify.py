@@ -32,7 +32,8 @@ def check_certified(report, min_compared=76):
     assert "classifier.1" in {r["name"] for r in rows}
 
 
-@pytest.mark.parametrize("impl", ["torchvision:resnet50", "timm:resnet50", "transformers"])
+@pytest.mark.parametrize("impl", ["torchvision:resnet50", pytest.param("timm:resnet50", marks=pytest.mark.slow),
+                                  "transformers"])
 def test_real_peers_certify(resnet50_small_dir, impl):
     report = certify(impl, "resnet-50", resnet50_small_dir, images=[CAT])
     # torchvision and timm record 76 tensors under checkpoint names (not the image or
@@ -143,6 +144,7 @@ def port_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_torch_file_correct_port_certifies(resnet50_small_dir, port_file):
     check_certified(certify(f"torch:{port_file}:correct", "resnet-50", resnet50_small_dir, images=[CAT]))
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from refimpl.errors import AdapterError
 
-from . import apply_map, to_nchw
+from .base import apply_map, to_nchw
 
 TIMEOUT = 600  # seconds per image
 

@@ -4,7 +4,7 @@ Names are mapped by `--map-file`; `--layout nhwc` reads channels-last 4-D tensor
 
 from refimpl.errors import AdapterError
 
-from . import apply_map, to_nchw
+from .base import apply_map, to_nchw
 
 
 class DumpAdapter:

@@ -27,7 +27,7 @@ import numpy as np
 
 from refimpl.errors import AdapterError
 
-from . import Result, to_nchw
+from .base import Result, to_nchw
 
 SCOPES = "pkg.torch.onnx.name_scopes"
 

@@ -4,7 +4,7 @@ maps/timm_resnet50.names.json (timm gives each ReLU of a block its own module, a
 
 from refimpl.errors import AdapterError
 
-from . import load_map
+from .base import load_map
 from .torch_hooks import load_state, run_module
 
 ARCHS = ("resnet50",)

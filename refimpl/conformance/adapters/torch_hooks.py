@@ -12,7 +12,7 @@ import numpy as np
 
 from refimpl.errors import AdapterError
 
-from . import Result
+from .base import Result
 
 
 def load_state(module, params, key_map):

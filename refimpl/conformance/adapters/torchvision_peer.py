@@ -5,7 +5,7 @@ are named `layer{S}.{B}.relu#0`, `#1`, `#2`)."""
 
 from refimpl.errors import AdapterError
 
-from . import load_map
+from .base import load_map
 from .torch_hooks import load_state, run_module
 
 ARCHS = ("resnet50",)

@@ -6,7 +6,7 @@ returns no attention weights)."""
 
 from refimpl.errors import AdapterError
 
-from . import MAPS, load_map
+from .base import MAPS, load_map
 from .torch_hooks import run_module
 
 
