@@ -167,6 +167,12 @@ class MethodNotAllowedError(RefimplError):
     status = 405
 
 
+
+class AdapterError(RefimplError):
+    """`refimpl certify` could not run the other implementation: its library is not installed, the
+    program failed, its output could not be read, or a key/name map does not fit it."""
+
+
 def short(value, n=40):
     """repr(value), cut to `n` characters: how messages quote a bad value."""
     try:

@@ -234,3 +234,74 @@ def test_parse_map_refuses_malformed_rules():
     with pytest.raises(ValueError):
         parse_map(["prefix*=exact"])
     assert parse_map(["a=b", "c*=d*"]) == {"a": "b", "c*": "d*"}
+
+
+# --- no false pass: AGREE needs the final outputs ----------------------------------------------
+
+def test_the_1_of_78_false_agree_is_incomplete(reference, tmp_path, capsys):
+    """Regression (issue 12): an ONNX legacy-exporter dump whose names match refimpl's only at the
+    input used to give "AGREE - all 1 compared tensors" and exit 0. It must not certify."""
+    ref = tmp_path / "ref.safetensors"
+    save_trace(ref, reference, {"model": "resnet-50", "dtype": "float32"})
+    raw = {"pixel_values": reference["pixel_values"]}
+    for i, (name, value) in enumerate(list(reference.items())[1:]):  # the rest under legacy node names
+        raw[f"/resnet/encoder/node_{i}/Relu_output_0"] = value
+    np.savez(tmp_path / "onnx_legacy_raw.npz", **raw)
+    assert main(["compare", str(tmp_path / "onnx_legacy_raw.npz"), str(ref)]) == 3
+    text = capsys.readouterr().out
+    assert "verdict: INCOMPLETE" in text and "AGREE" not in text
+    assert "not compared: classifier.1 (required)" in text
+    assert f"coverage: 1 of the reference's {len(reference)} tensors compared" in text
+    report = compare(tmp_path / "onnx_legacy_raw.npz", ref)
+    assert report.verdict == "incomplete" and not report.agree and report.missing_required == ["classifier.1"]
+    assert report.to_json()["required_why"] == "the final outputs of resnet-50"
+
+
+def test_without_metadata_the_references_last_tensor_is_required(reference):
+    partial = {k: v for k, v in reference.items() if k != "classifier.1"}
+    report = compare(partial, reference)
+    assert report.verdict == "incomplete" and report.required == ["classifier.1"]
+    assert report.required_why == "the reference's last tensor in data-flow order"
+    assert compare(dict(reference), reference).verdict == "agree"
+
+
+def test_require_more_tensors(reference, tmp_path, capsys):
+    ref = tmp_path / "ref.safetensors"
+    save_trace(ref, reference, {"model": "resnet-50"})
+    np.savez(tmp_path / "outputs.npz", **{"classifier.1": reference["classifier.1"]})
+    assert main(["compare", str(tmp_path / "outputs.npz"), str(ref)]) == 0  # black box: outputs only
+    assert main(["compare", str(tmp_path / "outputs.npz"), str(ref), "--require", "resnet.pooler"]) == 3
+    assert "not compared: resnet.pooler (required)" in capsys.readouterr().out
+    assert main(["compare", str(tmp_path / "outputs.npz"), str(ref), "--require", "no.such.tensor"]) == 2
+
+
+def test_a_divergence_is_disagree_even_when_outputs_are_missing(reference):
+    theirs = {"pixel_values": reference["pixel_values"][:, ::-1]}
+    report = compare(theirs, reference)
+    assert report.verdict == "disagree" and report.exit_code == 1
+
+
+def test_map_patterns_with_captures_regexes_and_several_names(reference):
+    theirs = {}
+    for name, value in reference.items():
+        m = __import__("re").fullmatch(r"resnet\.encoder\.stages\.(\d)\.layers\.(\d)", name)
+        if m:
+            theirs[f"layer{int(m.group(1)) + 1}.{m.group(2)}.relu#2"] = value
+        elif name == "classifier.1":
+            theirs["head/fc"] = value
+    mapping = parse_map(["layer{S}.{B}.relu#2=resnet.encoder.stages.{S-1}.layers.{B}", "re:head/(fc)=classifier.1"])
+    report = compare(theirs, reference, name_map=mapping)
+    assert report.agree and len(report.compared) == 17
+    # one tensor, two names: the last block's output is also the stage's output
+    stage_end = {"layer4.2.relu#2": ["resnet.encoder.stages.3.layers.2", "resnet.encoder.stages.3"],
+                 "layer{S}.{B}.relu#2": "resnet.encoder.stages.{S-1}.layers.{B}", "head/fc": "classifier.1"}
+    report = compare(theirs, reference, name_map=stage_end)
+    assert {"resnet.encoder.stages.3", "resnet.encoder.stages.3.layers.2"} <= {r["name"] for r in report.compared}
+    with pytest.raises(ValueError, match="not captured"):
+        parse_map(["layer{S}=stages.{T}"])
+
+
+def test_nhwc_layout_dump(reference):
+    theirs = {k: (np.ascontiguousarray(v.transpose(0, 2, 3, 1)) if v.ndim == 4 else v) for k, v in reference.items()}
+    assert compare(theirs, reference).verdict == "disagree"
+    assert compare(theirs, reference, layout="nhwc").agree

@@ -48,7 +48,7 @@ def test_safetensors_format_is_byte_identical_too(model, tmp_path):
     export(tmp_path / "b", model, images, format="safetensors")
     assert tree(tmp_path / "a") == tree(tmp_path / "b")
     assert set(tree(tmp_path / "a")) == {"README.md", "manifest.json", "cat/input.png", "cat/output.json",
-                                         "cat/trace.safetensors"}
+                                         "cat/trace.safetensors", "config.json", "labels.json", "check_golden.py"}
     assert check_files(tmp_path / "a") == []
     # the compare command reads a safetensors golden case folder
     assert main(["compare", str(tmp_path / "a" / "cat"), str(tmp_path / "b" / "cat" / "trace.safetensors")]) == 0
@@ -152,7 +152,8 @@ def test_refuses_to_overwrite_unless_asked(golden, model, tmp_path):
     copy = tmp_path / "copy"
     export(copy, model, {"one.png": _photo()})
     export(copy, model, overwrite=True)  # replaces a golden set
-    assert sorted(p.name for p in copy.iterdir()) == ["README.md", "gradient", "manifest.json", "shapes"]
+    assert sorted(p.name for p in copy.iterdir()) == ["README.md", "check_golden.py", "config.json", "gradient",
+                                                      "labels.json", "manifest.json", "shapes"]
 
 
 def test_detr_golden_set(tmp_path, detr_timm_dir):
@@ -174,3 +175,52 @@ def test_detr_golden_set(tmp_path, detr_timm_dir):
         assert d["score"] == pytest.approx(e["score"], abs=1e-4)
         assert list(d["box"].values()) == pytest.approx(list(e["box"].values()), abs=0.05)
     assert main(["compare", str(tmp_path / "golden" / "scene"), str(tmp_path / "golden" / "scene" / "tensors")]) == 0
+
+
+# --- a golden set that stands alone ----------------------------------------------------------------
+
+def test_the_set_stands_alone(golden, model, resnet50_small_dir):
+    manifest = json.loads((golden / "manifest.json").read_text())
+    # provenance: repo id / revision / commit / sha256, never the exporting machine's path
+    assert str(resnet50_small_dir) not in (golden / "manifest.json").read_text()
+    assert str(resnet50_small_dir) not in (golden / "gradient" / "trace.json").read_text()
+    assert manifest["weights"]["sha256"] == model.checkpoint.sha256 and manifest["weights"]["repo_id"] is None
+    assert json.loads((golden / "config.json").read_text())["depths"] == [3, 4, 6, 3]
+    assert len(json.loads((golden / "labels.json").read_text())) == 1000
+    assert manifest["final_outputs"] == ["classifier.1"]
+    tensors = {t["name"]: t for t in manifest["cases"][0]["tensors"]}
+    # each tensor's op and parameters
+    assert tensors["resnet.embedder.embedder"]["ops"][0] == "conv 7x7 stride 2 pad 3"
+    assert tensors["resnet.encoder.stages.1.layers.0.layer.1"]["ops"] == [
+        "conv 3x3 stride 2 pad 1", "batch norm (frozen statistics, eps 1e-05)"]
+    # per-tensor budgets from refimpl's own float32 error, growing with depth
+    early, late = tensors["resnet.embedder.embedder"], tensors["resnet.encoder.stages.3.layers.2.layer.1"]
+    assert 0 < early["f32_error"] < late["f32_error"] and late["budget"] == pytest.approx(10 * late["f32_error"] + 1e-6)
+    readme = (golden / "README.md").read_text()
+    assert "Model alone" in readme and "Preprocessing alone" in readme and "python check_golden.py gradient mine/" in readme
+
+
+def test_numpy_checker_reports_layout_changes_and_missing_outputs(golden, model, tmp_path):
+    import subprocess
+    import sys
+
+    manifest = json.loads((golden / "manifest.json").read_text())
+    case = manifest["cases"][0]
+    mine = my_implementation(model)((golden / case["files"]["input"]["file"]).read_bytes())
+
+    def check(tensors):
+        folder = tmp_path / f"mine{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        for name, value in tensors.items():
+            np.save(folder / f"{name}.npy", value)
+        done = subprocess.run([sys.executable, str(golden / "check_golden.py"), case["name"], str(folder)],
+                              capture_output=True, text=True)
+        return done.returncode, done.stdout
+
+    code, out = check(mine)
+    assert code == 0 and "including the final outputs" in out
+    nhwc = dict(mine, **{"resnet.embedder": mine["resnet.embedder"].transpose(0, 2, 3, 1)})
+    code, out = check(nhwc)
+    assert code == 1 and "first divergence at resnet.embedder: layout change (axes permuted)" in out
+    code, out = check({"pixel_values": mine["pixel_values"]})
+    assert code == 3 and "INCOMPLETE" in out

@@ -67,6 +67,8 @@ def model_commands(name, tmp):
         "audit-dir": ["audit-dir", str(tmp), "--model", name],
         "summary": ["summary", name],
         "check-endpoint": ["check-endpoint", "http://127.0.0.1:9", image, "--model", name],
+        "certify": ["certify", "torchvision:resnet50", image, "--model", name],
+        "evaluate": ["evaluate", str(tmp), "--model", name],
     }
 
 

@@ -3,7 +3,12 @@ divergence diagnosed. B is the reference: max rel = max|A - B| / max|B|.
 
 A and B may each be a trace (.safetensors), an .npz file, a golden case folder, or a folder of
 <module.path>.npy files from another implementation. A tensor passes when
-max|A - B| <= atol + rtol * max|B|. Exit code 0: agree; 1: disagree; 2: unreadable input."""
+max|A - B| <= atol + rtol * max|B|.
+
+AGREE needs the final outputs compared (the model's, when either side's metadata names it, else
+the reference's last tensor in data-flow order) plus every --require NAME.
+Exit code 0: agree; 1: disagree; 3: incomplete (nothing failed, but a required tensor was not
+compared); 2: unreadable input."""
 
 from .common import print_json
 
@@ -16,10 +21,16 @@ def register(sub):
     p.add_argument("--rtol", type=float, default=None, help="relative tolerance, of max|B| (default 1e-4)")
     p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default 1e-6)")
     p.add_argument("--map", action="append", default=[], metavar="OLD=NEW",
-                   help="rename a tensor before matching (repeatable); OLD*=NEW* rewrites a prefix")
-    p.add_argument("--map-file", metavar="JSON", help='a JSON object {"old name": "new name", "prefix*": "other*"}')
+                   help="rename a tensor before matching (repeatable); OLD*=NEW* rewrites a prefix; "
+                        "'layer{S}.{B}=stages.{S-1}.layers.{B}' captures; 're:REGEX=...' a regular expression")
+    p.add_argument("--map-file", metavar="JSON",
+                   help='a JSON object {"old name": "new name" or ["name", "other name"], "prefix*": "other*", ...}')
+    p.add_argument("--require", nargs="+", default=[], metavar="NAME",
+                   help="tensors that must be compared for AGREE, besides the final outputs")
+    p.add_argument("--layout", choices=["nchw", "nhwc"], default="nchw",
+                   help="nhwc: A's 4-D tensors are channels-last (transposed before comparing)")
     p.add_argument("--failures-only", action="store_true", help="list only the tensors that fail")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--json", action="store_true", help="machine-readable output (the report dict, docs/conformance.md)")
     p.set_defaults(func=run)
 
 
@@ -30,9 +41,10 @@ def run(args):
     atol = DEFAULT_ATOL if args.atol is None else args.atol
     if rtol < 0 or atol < 0:
         raise ValueError("--rtol and --atol must not be negative")
-    report = compare(args.a, args.b, rtol, atol, parse_map(args.map, args.map_file))
+    report = compare(args.a, args.b, rtol, atol, parse_map(args.map, args.map_file), require=args.require,
+                     layout=args.layout)
     if args.json:
         print_json(report.to_json())
     else:
         print(report.text(all_rows=not args.failures_only))
-    return 0 if report.agree else 1
+    return report.exit_code

@@ -121,36 +121,123 @@ def _load_folder(folder):
 
 
 # --- names --------------------------------------------------------------------------------------
+#
+# A name map is an ordered dict {source pattern: target or [targets]}; one tensor may get several
+# names (a stage's output is also its last block's output). Source patterns, tried in this order:
+#   exact name                          "head.fc": "classifier.1"
+#   captures                            "layer{S}.{B}.relu#2": "resnet.encoder.stages.{S-1}.layers.{B}"
+#                                       ({X} matches one name part without dots; the target may use
+#                                       {X}, {X+n}, {X-n} with integer arithmetic)
+#   regular expression                  "re:^body/(\\d+)$": "resnet.encoder.stages.\\1" (full match)
+#   prefix (longest wins)               "body.stage*": "resnet.encoder.stages.*"
+
+_CAPTURE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_TARGET = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:([+-])(\d+))?\}")
+
 
 def parse_map(items=(), map_file=None):
-    """`--map old=new` strings and a JSON {old: new} file -> one dict."""
+    """`--map old=new` strings and a JSON map file {old: new or [new, ...]} -> one ordered dict."""
     mapping = {}
     if map_file:
-        data = json.loads(Path(map_file).read_text())
-        if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-            raise ValueError(f"{map_file}: a name map must be a JSON object of strings {{\"old\": \"new\"}}")
-        mapping.update(data)
+        mapping.update(read_map_file(map_file))
     for item in items or ():
         old, sep, new = item.partition("=")
         if not sep or not old:
             raise ValueError(f"--map {item!r}: expected OLD=NEW")
         mapping[old] = new
-    for old, new in mapping.items():
-        if old.endswith("*") != new.endswith("*"):
-            raise ValueError(f"name map {old!r} -> {new!r}: a prefix rule needs '*' at the end of both sides")
+    check_map(mapping)
     return mapping
 
 
-def rename(name, mapping):
+def read_map_file(path):
+    """A JSON object {old: new or [new, ...]}; keys starting with "_" are comments."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a name map must be a JSON object {{\"old\": \"new\" or [\"new\", ...]}}")
+    out = {}
+    for k, v in data.items():
+        if k.startswith("_"):
+            continue
+        if not (isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(x, str) for x in v))):
+            raise ValueError(f"{path}: {k!r} must map to a name or a list of names, got {v!r}")
+        out[k] = v
+    check_map(out, str(path))
+    return out
+
+
+def _targets(value):
+    return [value] if isinstance(value, str) else list(value)
+
+
+def check_map(mapping, where="name map"):
+    for old, new in mapping.items():
+        for target in _targets(new):
+            if old.startswith("re:"):
+                try:
+                    re.compile(old[3:])
+                except re.error as e:
+                    raise ValueError(f"{where}: {old!r} is not a valid regular expression: {e}") from e
+            elif old.endswith("*") != target.endswith("*"):
+                raise ValueError(f"{where} {old!r} -> {target!r}: a prefix rule needs '*' at the end of both sides")
+            elif not old.startswith("re:"):
+                unknown = set(_TARGET_NAMES(target)) - set(_CAPTURE.findall(old))
+                if unknown:
+                    raise ValueError(f"{where} {old!r} -> {target!r}: {sorted(unknown)} not captured on the left")
+
+
+def _TARGET_NAMES(target):
+    return [m.group(1) for m in _TARGET.finditer(target)]
+
+
+def _capture_regex(pattern):
+    parts, last = [], 0
+    for m in _CAPTURE.finditer(pattern):
+        parts.append(re.escape(pattern[last:m.start()]))
+        parts.append(f"(?P<{m.group(1)}>[^.#/]+)")
+        last = m.end()
+    parts.append(re.escape(pattern[last:]))
+    return re.compile("".join(parts))
+
+
+def _fill(target, groups):
+    def sub(m):
+        value = groups[m.group(1)]
+        if m.group(2):
+            if not value.isdigit():
+                raise ValueError(f"name map: {{{m.group(1)}{m.group(2)}{m.group(3)}}} needs a number, got {value!r}")
+            value = str(int(value) + (1 if m.group(2) == "+" else -1) * int(m.group(3)))
+        return value
+    return _TARGET.sub(sub, target)
+
+
+def rename_all(name, mapping):
+    """Every name `name` gets under `mapping` (see above); [name] when no rule applies."""
+    if not mapping:
+        return [name]
     if name in mapping:
-        return mapping[name]
+        return _targets(mapping[name])
+    for old, new in mapping.items():
+        if old.startswith("re:"):
+            m = re.fullmatch(old[3:], name)
+            if m:
+                return [m.expand(t) for t in _targets(new)]
+        elif "{" in old:
+            m = _capture_regex(old).fullmatch(name)
+            if m:
+                return [_fill(t, m.groupdict()) for t in _targets(new)]
     best = None
     for old, new in mapping.items():
-        if old.endswith("*") and name.startswith(old[:-1]) and (best is None or len(old) > len(best[0])):
+        if old.endswith("*") and not old.startswith("re:") and name.startswith(old[:-1]) \
+                and (best is None or len(old) > len(best[0])):
             best = (old, new)
     if best:
-        return best[1][:-1] + name[len(best[0]) - 1:]
-    return name
+        return [t[:-1] + name[len(best[0]) - 1:] for t in _targets(best[1])]
+    return [name]
+
+
+def rename(name, mapping):
+    """The first name `name` gets under `mapping`."""
+    return rename_all(name, mapping)[0]
 
 
 def _renamed(side, mapping):
@@ -158,10 +245,10 @@ def _renamed(side, mapping):
         return side
     out = {}
     for name, value in side.tensors.items():
-        new = rename(name, mapping)
-        if new in out:
-            raise ValueError(f"{side.path}: the name map sends two tensors to {new!r}")
-        out[new] = value
+        for new in rename_all(name, mapping):
+            if new in out:
+                raise ValueError(f"{side.path}: the name map sends two tensors to {new!r}")
+            out[new] = value
     return Tensors(side.path, side.kind, out, side.metadata, side.ordered)
 
 
@@ -182,34 +269,68 @@ def flow_order(a, b):
 
 # --- the report -----------------------------------------------------------------------------------
 
+# Verdicts: "agree" only when every required tensor (at least the final outputs) was compared and
+# every compared tensor is within its tolerance; "disagree" when one is not (whatever else is
+# missing: a divergence found is a divergence); "incomplete" when nothing failed but a required
+# tensor was not compared - an oracle that certifies on the input alone is worse than none.
+EXIT_CODES = {"agree": 0, "disagree": 1, "incomplete": 3}
+
+
 @dataclass
 class Report:
+    """The comparison, JSON-able with `to_json()` (keys documented in docs/conformance.md)."""
+
     a: Tensors
     b: Tensors
     rtol: float
     atol: float
     rows: list  # dicts in data-flow order
     first: dict | None  # the first failing row, with "diagnosis"
+    required: list = field(default_factory=list)  # names that must be compared for "agree"
+    required_why: str = ""  # where `required` came from
+    budgets: dict | None = None  # name -> relative budget, when per-tensor budgets were used
 
     @property
     def compared(self):
         return [r for r in self.rows if r["status"] in ("ok", "fail")]
 
     @property
+    def missing_required(self):
+        done = {r["name"] for r in self.compared}
+        return [n for n in self.required if n not in done]
+
+    @property
+    def verdict(self):
+        if self.first is not None or any(r["status"] == "fail" for r in self.rows):
+            return "disagree"
+        if not self.compared or self.missing_required:
+            return "incomplete"
+        return "agree"
+
+    @property
     def agree(self):
-        return bool(self.compared) and all(r["status"] == "ok" for r in self.compared)
+        return self.verdict == "agree"
+
+    @property
+    def exit_code(self):
+        return EXIT_CODES[self.verdict]
 
     def to_json(self):
         return {
+            "verdict": self.verdict,
             "agree": self.agree,
             "a": {"path": self.a.path, "kind": self.a.kind, "tensors": len(self.a.tensors), **_meta_summary(self.a.metadata)},
             "b": {"path": self.b.path, "kind": self.b.kind, "tensors": len(self.b.tensors), **_meta_summary(self.b.metadata)},
-            "rule": "max|A - B| <= atol + rtol * max|B|",
+            "rule": self.rule,
             "rtol": self.rtol,
             "atol": self.atol,
+            "required": self.required,
+            "required_why": self.required_why,
+            "missing_required": self.missing_required,
             "summary": {
                 "compared": len(self.compared),
                 "failed": sum(r["status"] == "fail" for r in self.rows),
+                "reference_tensors": len(self.b.tensors),
                 "only_in_a": [r["name"] for r in self.rows if r["status"] == "only in A"],
                 "only_in_b": [r["name"] for r in self.rows if r["status"] == "only in B"],
             },
@@ -217,12 +338,19 @@ class Report:
             "tensors": self.rows,
         }
 
+    @property
+    def rule(self):
+        if self.budgets is not None:
+            return "per tensor: max|A - B| <= budget * max|B| (budget: docs/conformance.md, Budgets)"
+        return "max|A - B| <= atol + rtol * max|B|"
+
     def text(self, all_rows=True):
         """The report as text; all_rows=False lists only the failing tensors."""
-        lines = [f"A: {self.a.describe()}", f"B: {self.b.describe()} (reference)",
-                 f"rule: max|A - B| <= atol + rtol * max|B|  (rtol {self.rtol:g}, atol {self.atol:g})", ""]
+        rule = self.rule if self.budgets is not None else f"{self.rule}  (rtol {self.rtol:g}, atol {self.atol:g})"
+        lines = [f"A: {self.a.describe()}", f"B: {self.b.describe()} (reference)", f"rule: {rule}", ""]
         width = max([len(r["name"]) for r in self.rows] + [6])
-        lines.append(f"{'#':>3}  {'tensor':<{width}}  {'shape':<16} {'max abs':>10} {'max rel':>10}  result")
+        extra_head = f" {'budget':>9} {'headroom':>9}" if self.budgets is not None else ""
+        lines.append(f"{'#':>3}  {'tensor':<{width}}  {'shape':<16} {'max abs':>10} {'max rel':>10}{extra_head}  result")
         for i, r in enumerate(self.rows, 1):
             if not all_rows and r["status"] != "fail":
                 continue
@@ -233,10 +361,16 @@ class Report:
                 mark = "ok" if r["status"] == "ok" else "FAIL"
                 if self.first and r["name"] == self.first["name"]:
                     mark += "  <- first divergence"
-                lines.append(f"{i:>3}  {r['name']:<{width}}  {shape:<16} {_e(r['max_abs']):>10} {_e(r['max_rel']):>10}  {mark}")
+                extra = (f" {_e(r.get('budget', 'n/a')):>9} {_h(r.get('headroom', 'n/a')):>9}"
+                         if self.budgets is not None else "")
+                lines.append(f"{i:>3}  {r['name']:<{width}}  {shape:<16} {_e(r['max_abs']):>10} {_e(r['max_rel']):>10}{extra}  {mark}")
             else:
                 lines.append(f"{i:>3}  {r['name']:<{width}}  {shape:<16} {'':>10} {'':>10}  ({r['status']})")
         lines.append("")
+        lines += self.summary_lines()
+        return "\n".join(lines)
+
+    def summary_lines(self):
         only_a = sum(r["status"] == "only in A" for r in self.rows)
         only_b = sum(r["status"] == "only in B" for r in self.rows)
         extra = []
@@ -246,28 +380,77 @@ class Report:
             extra.append(f"{only_b} only in B")
         extra = f"; not compared: {', '.join(extra)}" if extra else ""
         failed = sum(r["status"] == "fail" for r in self.rows)
-        if self.first:
+        n = len(self.compared)
+        lines = [f"coverage: {n} of the reference's {len(self.b.tensors)} tensors compared; "
+                 f"required ({self.required_why}): {', '.join(self.required) or 'none'}"]
+        verdict = self.verdict
+        if verdict == "disagree":
             lines.append(f"first divergence: {self.first['name']}")
             lines.append(f"  diagnosis: {self.first['diagnosis']['message']}")
-            lines.append(f"verdict: DISAGREE - {failed} of {len(self.compared)} compared tensors exceed the tolerance{extra}")
+            lines.append(f"verdict: DISAGREE - {failed} of {n} compared tensors exceed the tolerance{extra}")
+        elif verdict == "incomplete":
+            missing = self.missing_required
+            lines.append(f"verdict: INCOMPLETE - {n} compared tensors within tolerance, but not compared: "
+                         f"{', '.join(missing) if missing else 'anything'} (required){extra}")
         else:
-            lines.append(f"verdict: AGREE - all {len(self.compared)} compared tensors within tolerance{extra}")
-        return "\n".join(lines)
+            lines.append(f"verdict: AGREE - all {n} compared tensors within tolerance, "
+                         f"including {', '.join(self.required)}{extra}")
+        return lines
 
 
 def _e(x):
     return x if isinstance(x, str) else f"{x:.2e}"
 
 
+def _h(x):
+    return x if isinstance(x, str) else (f"{x:.3g}x" if x < 1e6 else ">1e6x")
+
+
 def _meta_summary(m):
     return {k: m[k] for k in ("model", "dtype", "refimpl_version") if k in m}
 
 
-def compare(a, b, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, name_map=None):
-    """Compare A against the reference B (paths, Tensors, or dicts of arrays) -> Report."""
+def required_outputs(a, b):
+    """(names, why): the final outputs of the model the reference's metadata names (else A's),
+    else the reference's last tensor in its data-flow order."""
+    from refimpl import registry
+    from refimpl.conformance.budgets import final_outputs
+    from refimpl.errors import UnknownModelError
+
+    for side in (b, a):
+        model = side.metadata.get("model") if isinstance(side.metadata, dict) else None
+        if isinstance(model, str):
+            try:
+                spec = registry.get(model)
+            except UnknownModelError:
+                continue
+            return list(final_outputs(spec)), f"the final outputs of {spec.name}"
+    if b.tensors:
+        return [list(b.tensors)[-1]], "the reference's last tensor in data-flow order"
+    return [], "none"
+
+
+def to_nchw(tensors):
+    """A channels-last dump -> NCHW: every 4-D tensor (N, H, W, C) is transposed to (N, C, H, W)."""
+    return {k: (np.transpose(v, (0, 3, 1, 2)) if np.ndim(v) == 4 else v) for k, v in tensors.items()}
+
+
+def compare(a, b, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, name_map=None, require=(), budgets=None, layout="nchw"):
+    """Compare A against the reference B (paths, Tensors, or dicts of arrays) -> Report.
+
+    require: names that must be compared for "agree", besides the final outputs (always required:
+        the model's, when B's or A's metadata names it, else B's last tensor).
+    budgets: {name: relative budget} (refimpl.conformance.budgets): a tensor with a budget passes
+        when max|A - B| <= budget * max|B|; tensors without one use rtol/atol.
+    layout: "nhwc" reads A's 4-D tensors as channels-last (transposed to NCHW before comparing).
+    """
     a = _as_tensors(a, "A")
     b = _as_tensors(b, "B")
     a, b = _renamed(a, name_map), _renamed(b, name_map)
+    if layout == "nhwc":
+        a = Tensors(a.path, a.kind, to_nchw(a.tensors), a.metadata, a.ordered)
+    elif layout != "nchw":
+        raise ValueError(f"layout must be 'nchw' or 'nhwc', got {layout!r}")
     names = flow_order(a, b)
     if not any(n in b.tensors for n in a.tensors):
         raise ValueError(
@@ -275,6 +458,13 @@ def compare(a, b, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, name_map=None):
             f"(A has e.g. {list(a.tensors)[:3]}, B has e.g. {list(b.tensors)[:3]}); "
             "name files <module.path>.npy or map names with --map OLD=NEW / --map-file"
         )
+    required, why = required_outputs(a, b)
+    for n in require or ():
+        if n not in b.tensors:
+            raise ValueError(f"--require {n!r}: the reference {b.path} has no tensor of that name")
+        if n not in required:
+            required.append(n)
+            why = why + " and --require" if "--require" not in why else why
     rows, first = [], None
     for name in names:
         ta, tb = a.tensors.get(name), b.tensors.get(name)
@@ -290,16 +480,22 @@ def compare(a, b, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, name_map=None):
         xa, xb, note = squeeze_batch(np.asarray(ta), np.asarray(tb))
         if note:
             row["note"] = note
+        budget = budgets.get(name) if budgets else None
+        r_tol, a_tol = (budget, 0.0) if budget is not None else (rtol, atol)
         if xa.shape != xb.shape:
             row.update(status="fail", max_abs="n/a", max_rel="n/a", shape_ok=False)
         else:
-            m = measure(xa, xb, rtol, atol)
+            m = measure(xa, xb, r_tol, a_tol)
             row.update(status="ok" if m.pop("ok") else "fail", shape_ok=True,
                        **{k: num(v) if isinstance(v, float) else v for k, v in m.items()})
+            if budget is not None:
+                rel = m["max_rel"]
+                row["budget"] = num(budget)
+                row["headroom"] = num(budget / rel) if rel > 0 else "inf"
         if row["status"] == "fail" and first is None:
-            first = {"name": name, "index": len(rows), "diagnosis": _jsonable(diagnose(ta, tb, rtol, atol))}
+            first = {"name": name, "index": len(rows), "diagnosis": _jsonable(diagnose(ta, tb, r_tol, a_tol))}
         rows.append(row)
-    return Report(a, b, rtol, atol, rows, first)
+    return Report(a, b, rtol, atol, rows, first, required, why, budgets)
 
 
 def _jsonable(d):

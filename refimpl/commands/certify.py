@@ -1,0 +1,65 @@
+"""refimpl certify IMPL --model M [IMAGES...]: run another implementation and refimpl on the same
+images, compare every tensor both have against per-tensor error budgets, and give a verdict.
+
+IMPL: onnx:FILE.onnx | torchvision:resnet50 | timm:resnet50 | transformers | torch:FILE.py:FACTORY |
+cmd:'PROGRAM ... {image} {pixel_values} {out}' | dump:PATH (docs/conformance.md, "certify").
+
+Exit code 0: certified (the final outputs and every compared tensor within budget); 1: diverges
+(the first divergence is named and diagnosed); 3: incomplete (the final outputs were not
+compared); 2: the implementation could not be run or read."""
+
+import sys
+
+from .common import add_model_argument, print_json
+
+
+def register(sub):
+    p = sub.add_parser("certify", help="run another implementation (ONNX, torchvision, timm, transformers, any program) "
+                                       "and certify it tensor by tensor", description=__doc__)
+    p.add_argument("impl", metavar="IMPL", help="onnx:FILE | torchvision:resnet50 | timm:resnet50 | transformers | "
+                                                "torch:FILE.py:FACTORY | cmd:'PROGRAM {image} {pixel_values} {out}' | dump:PATH")
+    p.add_argument("images", nargs="*", help="images (default: the examples)")
+    add_model_argument(p, default="resnet-50")
+    p.add_argument("--weights", help="checkpoint folder or repo id (default: the model's)")
+    p.add_argument("--revision", help="hub revision")
+    p.add_argument("--map-file", metavar="JSON", help="name map for the implementation's tensors (compare's syntax)")
+    p.add_argument("--layout", choices=["nchw", "nhwc"], default="nchw", help="nhwc: a channels-last dump")
+    p.add_argument("--factor", type=float, default=None, help="budget factor on refimpl's own float32 error (default 10)")
+    p.add_argument("--floor", type=float, default=None, help="budget floor, relative (default 1e-6)")
+    p.add_argument("--tensors", action="store_true", help="print the per-tensor table (budget, headroom)")
+    p.add_argument("--json", action="store_true", help="the report as JSON (docs/conformance.md)")
+    p.add_argument("--report", metavar="OUT.html", help="write an HTML report (needs refimpl's HTML renderer)")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from refimpl.conformance.budgets import FACTOR, FLOOR
+    from refimpl.conformance.certify import certify
+
+    factor = FACTOR if args.factor is None else args.factor
+    floor = FLOOR if args.floor is None else args.floor
+    if factor < 0 or floor < 0:
+        raise ValueError("--factor and --floor must not be negative")
+
+    def progress(i, n, name):
+        print(f"[{i}/{n}] {name}", file=sys.stderr)
+
+    report = certify(args.impl, args.model.name, args.weights, args.revision, args.images or None, args.map_file,
+                     args.layout, factor, floor, progress=progress)
+    if args.report:
+        _write_html(report.to_json(), args.report)
+    if args.json:
+        print_json(report.to_json())
+    else:
+        print(report.text(tensors=args.tensors))
+    return report.exit_code
+
+
+def _write_html(data, out):
+    # The HTML renderer is another module's job (refimpl.viz); certify hands it the JSON-able report.
+    try:
+        from refimpl.viz.report import render_certify
+    except ImportError as e:
+        raise ValueError("--report: this refimpl has no HTML renderer (refimpl.viz.report.render_certify); "
+                         "use --json") from e
+    render_certify(data, out)

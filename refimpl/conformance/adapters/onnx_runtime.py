@@ -1,0 +1,127 @@
+"""`onnx:FILE.onnx`: ONNX Runtime with every intermediate exposed as a graph output, named in
+checkpoint names automatically.
+
+Each node gets the module path it came from:
+  - dynamo exporter (`torch.onnx.export(..., dynamo=True)`): the node metadata
+    `pkg.torch.onnx.name_scopes`, a list like ['', 'resnet', 'resnet.encoder', ...,
+    'resnet.encoder.stages.0.layers.0.layer.0.activation', 'relu'] - the module path is the
+    second-to-last entry (the last is the op);
+  - legacy exporter (`dynamo=False`): the node name, e.g.
+    `/resnet/encoder/stages.0/layers.0/layer/layer.0/activation/Relu` - the scope segments,
+    with a container segment dropped when the next one is its child (`layer`, `layer.0` ->
+    `layer.0`): `resnet.encoder.stages.0.layers.0.layer.0.activation`.
+A checkpoint name T is then the output of the LAST node (in the graph's topological order) whose
+module path is T or lies inside T: a module's output is what its last op computes. BatchNorm
+folded into the conv by the exporter changes nothing: the conv inside `layer.0` is then the last
+op of `layer.0.convolution`, and the ReLU after it the last of `layer.0`.
+
+A `--map-file` renames module paths first (for a model whose module paths are not checkpoint
+names). The graph's own outputs are the final outputs, in order (logits; logits, pred_boxes).
+Nodes without any scope information are listed as unmapped, never guessed; an exported graph
+without scopes can still be certified "on outputs".
+"""
+
+import ast
+
+import numpy as np
+
+from refimpl.errors import AdapterError
+
+from .base import Result, to_nchw
+
+SCOPES = "pkg.torch.onnx.name_scopes"
+
+
+def module_path(node):
+    """The module path an exported node belongs to, or None."""
+    for prop in node.metadata_props:
+        if prop.key == SCOPES:
+            try:
+                scopes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                return None
+            return scopes[-2] if len(scopes) >= 2 else None
+    if node.name.startswith("/"):
+        segments = node.name.strip("/").split("/")[:-1]
+        kept = [s for i, s in enumerate(segments) if not (i + 1 < len(segments) and segments[i + 1].startswith(s + "."))]
+        return ".".join(kept) or None
+    return None
+
+
+def name_outputs(graph, reference_names, user_map=None):
+    """{value name: checkpoint name} for the node outputs that carry a reference tensor, and the
+    node outputs that have no module path (unmapped)."""
+    from refimpl.conformance.compare import rename_all
+
+    paths, unmapped = [], []
+    final = {o.name for o in graph.output}  # the final outputs are named by position, not by scope
+    for node in graph.node:
+        path = module_path(node)
+        if path is not None and user_map:
+            path = rename_all(path, user_map)[0]
+        paths.append(path)
+        if path is None:
+            unmapped += [o for o in node.output if o and o not in final]
+    chosen = {}
+    for name in reference_names:
+        last = None
+        for i, path in enumerate(paths):
+            if path is not None and (path == name or path.startswith(name + ".")):
+                last = i
+        if last is not None and graph.node[last].output:
+            chosen.setdefault(graph.node[last].output[0], []).append(name)
+    return chosen, unmapped
+
+
+class OnnxAdapter:
+    def __init__(self, file, spec, reference_names, user_map=None, layout="nchw"):
+        try:
+            import onnx
+            import onnxruntime
+        except ImportError as e:
+            raise AdapterError("onnx: needs onnx and onnxruntime (pip install 'refimpl[onnx]')") from e
+        from refimpl.conformance.budgets import final_outputs
+
+        try:
+            model = onnx.load(file)
+        except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError, Exception) as e:  # noqa: B014
+            raise AdapterError(f"onnx:{file}: cannot read the model: {e}") from e
+        graph = model.graph
+        self.final = list(zip([o.name for o in graph.output], final_outputs(spec)))
+        finals = {o for o, _ in self.final}
+        self.names, self.unmapped = name_outputs(graph, [n for n in reference_names if n not in dict(self.final).values()],
+                                                 user_map)
+        for value in list(self.names):
+            if value in finals:  # already a graph output
+                continue
+            graph.output.append(onnx.helper.make_empty_tensor_value_info(value))  # ORT infers the type
+        initializers = {i.name for i in graph.initializer}
+        self.inputs = [i.name for i in graph.input if i.name not in initializers]
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            self.session = onnxruntime.InferenceSession(model.SerializeToString(), options,
+                                                        providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise AdapterError(f"onnx:{file}: ONNX Runtime cannot run it: {e}") from e
+        self.file, self.layout, self.version = file, layout, onnxruntime.__version__
+        self.exporter = ("dynamo (name scopes)" if any(p.key == SCOPES for n in graph.node for p in n.metadata_props)
+                         else "legacy (node names)" if any(n.name.startswith("/") for n in graph.node) else "unknown")
+
+    def describe(self):
+        return (f"ONNX Runtime {self.version} on {self.file} (names from the {self.exporter} exporter's scopes; "
+                f"{sum(map(len, self.names.values()))} intermediates named)")
+
+    def run(self, case):
+        feeds = {self.inputs[0]: case.pixel_values.astype(np.float32)}
+        if len(self.inputs) > 1 and case.pixel_mask is not None:
+            feeds[self.inputs[1]] = case.pixel_mask
+        wanted = [o for o, _ in self.final] + [v for v in self.names if v not in dict(self.final)]
+        values = dict(zip(wanted, self.session.run(wanted, feeds)))
+        tensors = {}
+        for value, names in self.names.items():
+            for n in names:
+                tensors[n] = values[value]
+        for value, name in self.final:
+            tensors[name] = values[value]
+        return Result(to_nchw(tensors, self.layout), list(self.unmapped))

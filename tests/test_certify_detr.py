@@ -1,0 +1,49 @@
+"""refimpl certify on DETR: transformers' DetrForObjectDetection certifies through the `transformers`
+adapter (its backbone wrapper and attention weights renamed by the shipped name map); the same
+model with its position embedding left out diverges at the first attention that uses it."""
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from refimpl.conformance.certify import certify
+
+STREET = Path(__file__).parent.parent / "examples" / "street.jpg"
+
+NO_POSITION = textwrap.dedent('''
+    import torch
+    from transformers import DetrForObjectDetection
+
+    from refimpl.conformance.adapters import load_map
+
+
+    def no_position_embedding(weights_dir):
+        model = DetrForObjectDetection.from_pretrained(weights_dir, attn_implementation="eager")
+        model.model.position_embedding.register_forward_hook(lambda m, i, out: torch.zeros_like(out))
+        return {"model": model, "names": load_map("transformers_detr.names")}
+''')
+
+
+@pytest.mark.slow
+def test_transformers_detr_certifies(detr_small_dirs):
+    report = certify("transformers", "detr-resnet-50", detr_small_dirs["transformers"], images=[STREET])
+    assert report.verdict == "certified", report.text(tensors=True)
+    cov = report.coverage()
+    assert cov["scope"] == "layer by layer" and cov["compared"] >= 128
+    compared = {r["name"] for r in report.cases[0]["report"].compared}
+    assert {"class_labels_classifier", "pred_boxes", "model.decoder.layers.5.encoder_attn.attn_weights",
+            "model.backbone.conv_encoder.model.encoder.stages.3"} <= compared
+
+
+@pytest.mark.slow
+def test_detr_without_position_embedding_diverges(detr_small_dirs, tmp_path):
+    (tmp_path / "port.py").write_text(NO_POSITION)
+    report = certify(f"torch:{tmp_path / 'port.py'}:no_position_embedding", "detr-resnet-50",
+                     detr_small_dirs["transformers"], images=[STREET])
+    assert report.verdict == "diverges", report.text()
+    # the backbone agrees; the first divergence is the (zero) position embedding itself
+    assert report.first_divergence["name"] == "model.position_embedding", report.text(tensors=True)
+    rows = report.cases[0]["report"].rows
+    before = rows[: [r["name"] for r in rows].index("model.position_embedding")]
+    assert any(r["name"].endswith("stages.3") for r in before) and all(r["status"] != "fail" for r in before)
