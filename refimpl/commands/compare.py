@@ -10,7 +10,7 @@ the reference's last tensor in data-flow order) plus every --require NAME.
 Exit code 0: agree; 1: disagree; 3: incomplete (nothing failed, but a required tensor was not
 compared); 2: unreadable input."""
 
-from .common import print_json
+from .common import add_model_argument, add_weights_options, print_json
 
 
 def register(sub):
@@ -31,6 +31,14 @@ def register(sub):
                    help="nhwc: A's 4-D tensors are channels-last (transposed before comparing)")
     p.add_argument("--failures-only", action="store_true", help="list only the tensors that fail")
     p.add_argument("--json", action="store_true", help="machine-readable output (the report dict, docs/conformance.md)")
+    p.add_argument("--report", metavar="OUT.html", help="also write a self-contained HTML report (verdict, coverage, "
+                   "each tensor's error against its tolerance, the first divergence and its diagnosis)")
+    i = p.add_argument_group("isolate the first divergence (ResNet backbone layers)")
+    i.add_argument("--isolate", action="store_true",
+                   help="re-run refimpl's layer at the first divergence on A's input of that layer: is this layer "
+                   "wrong, or did it inherit the error from upstream? Needs --model and --weights")
+    add_model_argument(i, default="resnet-50")
+    add_weights_options(i)
     p.set_defaults(func=run)
 
 
@@ -43,8 +51,33 @@ def run(args):
         raise ValueError("--rtol and --atol must not be negative")
     report = compare(args.a, args.b, rtol, atol, parse_map(args.map, args.map_file), require=args.require,
                      layout=args.layout)
+    isolated = _isolate(args, report, rtol, atol) if args.isolate else None
     if args.json:
-        print_json(report.to_json())
+        print_json(dict(report.to_json(), **({"isolate": isolated} if isolated else {})))
     else:
         print(report.text(all_rows=not args.failures_only))
+        if isolated:
+            print(f"isolate: {isolated['verdict'].upper()}: {isolated['message']}")
+    if args.report:
+        import sys
+
+        from refimpl.conformance import report_html
+
+        report_html.write(args.report, report_html.render_compare(report.to_json()))
+        print(f"report: {args.report}", file=sys.stderr)
     return report.exit_code
+
+
+def _isolate(args, report, rtol, atol):
+    """refimpl.conformance.isolate at the report's first divergence (None when nothing diverges)."""
+    from refimpl import registry
+    from refimpl.conformance.isolate import isolate
+    from refimpl.models import detr, resnet
+
+    if report.first is None:
+        return None
+    model = registry.load(args.model.name, args.weights, args.revision, args.dtype, path="reference")
+    names = resnet.CLASSIFIER_NAMES if args.model.task == "image-classification" else detr.hparams(
+        model.checkpoint.config).backbone_names
+    return isolate(report.a.tensors, report.b.tensors, report.first["name"], model.checkpoint.params, names,
+                   rtol, atol)

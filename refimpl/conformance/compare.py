@@ -493,7 +493,8 @@ def compare(a, b, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, name_map=None, require=(
                 row["budget"] = num(budget)
                 row["headroom"] = num(budget / rel) if rel > 0 else "inf"
         if row["status"] == "fail" and first is None:
-            first = {"name": name, "index": len(rows), "diagnosis": _jsonable(diagnose(ta, tb, r_tol, a_tol))}
+            first = {"name": name, "index": len(rows),
+                     "diagnosis": _jsonable(diagnose(ta, tb, r_tol, a_tol, name=name))}
         rows.append(row)
     return Report(a, b, rtol, atol, rows, first, required, why, budgets)
 
