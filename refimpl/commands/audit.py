@@ -15,7 +15,7 @@ breaks the output schema); 2 usage errors (unreadable files, unknown model, no w
 
 import argparse
 
-from .common import add_judging_options, add_model_argument, add_path_option, add_weights_options, judging_options, print_json
+from .common import add_judging_options, add_model_options, judging_options, print_json
 
 def register(sub):
     p = sub.add_parser("audit", help="judge a claimed response for one image against the reference",
@@ -23,9 +23,7 @@ def register(sub):
     p.add_argument("image", help="the image the response was for")
     p.add_argument("--claimed", required=True, metavar="RESPONSE.json",
                    help="the response received: the output list or the REST envelope")
-    add_model_argument(p, default="resnet-50")
-    add_weights_options(p)
-    add_path_option(p, "fast")
+    add_model_options(p, "fast")
     add_judging_options(p)
     p.add_argument("--all-rows", action="store_true", help="also show low-score detection rows")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -12,16 +12,14 @@ interrupted (rerun to resume)."""
 
 import argparse
 
-from .common import add_judging_options, add_model_argument, add_path_option, add_weights_options, judging_options, print_json
+from .common import add_judging_options, add_model_options, judging_options, print_json
 
 
 def register(sub):
     p = sub.add_parser("audit-dir", help="audit a folder of images and claimed responses (JSONL, resumable)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", metavar="DIR", help="folder of images, with NAME.json beside NAME.jpg")
-    add_model_argument(p, default="resnet-50")
-    add_weights_options(p)
-    add_path_option(p, "fast")
+    add_model_options(p, "fast")
     add_judging_options(p)
     p.add_argument("--out", metavar="RESULTS.jsonl", help="results file (default DIR/audit.jsonl)")
     p.add_argument("--restart", action="store_true", help="discard earlier results and audit everything again")

@@ -73,6 +73,14 @@ def add_path_option(parser, default):
                         help=f"which code computes the answer: {PATH_HELP[default]}; or {other}")
 
 
+def add_model_options(parser, path_default, model_default="resnet-50"):
+    """--model (any alias), the weights options and --path: what every command that loads a
+    model by name takes."""
+    add_model_argument(parser, default=model_default)
+    add_weights_options(parser)
+    add_path_option(parser, path_default)
+
+
 def threshold_type(text):
     """argparse type: a score threshold in [0, 1], or 'none'/'all' for every query."""
     from refimpl.errors import InvalidOptionError

@@ -16,16 +16,14 @@ usage errors, 130 when interrupted (rerun to resume)."""
 
 import argparse
 
-from .common import add_model_argument, add_path_option, add_weights_options, print_json
+from .common import add_model_options, print_json
 
 
 def register(sub):
     p = sub.add_parser("evaluate", help="top-1/top-5 or COCO AP over a dataset (JSONL, resumable, all cores)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", metavar="DATA", help="the dataset folder")
-    add_model_argument(p, default="resnet-50")
-    add_weights_options(p)
-    add_path_option(p, "fast")
+    add_model_options(p, "fast")
     p.add_argument("--annotations", metavar="ANN.json", help="COCO instances file (detection)")
     p.add_argument("--labels", metavar="FILE", help="CSV file,label for a flat classification folder")
     p.add_argument("--out", metavar="RESULTS.jsonl", help="results file (default DATA/evaluate-<model>.jsonl)")

@@ -5,16 +5,14 @@ implementation checks itself). Deterministic: the same inputs give byte-identica
 import sys
 from pathlib import Path
 
-from .common import add_model_argument, add_path_option, add_weights_options
+from .common import add_model_options
 
 
 def register(sub):
     p = sub.add_parser("golden", help="export a golden test set (every intermediate, with manifest and README)",
                        description=__doc__)
     p.add_argument("images", nargs="*", help="image files (default: two small synthetic images)")
-    add_model_argument(p, default="resnet-50")
-    add_weights_options(p)
-    add_path_option(p, "reference")  # golden vectors come from the code held against transformers
+    add_model_options(p, "reference")  # golden vectors come from the code held against transformers
     p.add_argument("--out", required=True, help="output folder (must be empty or absent)")
     p.add_argument("--format", choices=["npy", "safetensors"], default="npy",
                    help="npy: one <module.path>.npy per tensor (default); safetensors: one trace file per case")

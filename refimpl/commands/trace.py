@@ -2,7 +2,7 @@
 
 import json
 
-from .common import add_model_argument, add_path_option, add_weights_options, print_json
+from .common import add_model_options, print_json
 
 
 def register(sub):
@@ -12,11 +12,9 @@ def register(sub):
                        "numpy/BLAS, data-flow order, final output); any other OUT: a folder of <module.path>.npy "
                        "files plus trace.json.")
     p.add_argument("image", help="image file")
-    add_model_argument(p, default="resnet-50")
-    add_weights_options(p)
     # The reference by default: a trace is what other implementations are compared with, layer by
     # layer, and the reference code is the one the tests hold against transformers.
-    add_path_option(p, "reference")
+    add_model_options(p, "reference")
     p.add_argument("--out", required=True, help="trace.safetensors, or a folder for .npy files")
     p.add_argument("--json", action="store_true", help="print the metadata as JSON instead of a summary")
     p.set_defaults(func=run)

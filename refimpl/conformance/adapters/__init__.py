@@ -43,14 +43,10 @@ def make(impl, spec, checkpoint, reference_names, map_file=None, layout="nchw"):
         from .onnx_runtime import OnnxAdapter
 
         return OnnxAdapter(rest, spec, names, user_map, layout)
-    if kind == "torchvision":
-        from .torchvision_peer import TorchvisionAdapter
+    if kind in ("torchvision", "timm"):
+        from .library_peers import LibraryAdapter
 
-        return TorchvisionAdapter(rest or "resnet50", spec, checkpoint, names, user_map)
-    if kind == "timm":
-        from .timm_peer import TimmAdapter
-
-        return TimmAdapter(rest or "resnet50", spec, checkpoint, names, user_map)
+        return LibraryAdapter(kind, rest or "resnet50", spec, checkpoint, names, user_map)
     if kind == "transformers":
         from .transformers_peer import TransformersAdapter
 
