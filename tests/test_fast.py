@@ -202,3 +202,68 @@ def test_repeated_and_alternating_shapes_give_the_same_results(resnet50):
         np.testing.assert_array_equal(fast.classify(p, b), first_b)
     fast.release_buffers()
     np.testing.assert_array_equal(fast.classify(p, a), first_a)
+
+
+# --- DETR's fast transformer (refimpl/models/fast_detr.py) --------------------------------------
+
+def _detr_inputs(dtype, padded):
+    """A batch of two 96x128 inputs; `padded`: the second image is 64x80, the rest padding (so
+    the key mask is not all true and the masked branch of the attention runs)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 3, 96, 128)).astype(dtype)
+    mask = np.ones((2, 96, 128), np.int64)
+    if padded:
+        mask[1, 64:, :] = 0
+        mask[1, :, 80:] = 0
+        x[1][:, mask[1] == 0] = 0
+    return x, mask
+
+
+@pytest.fixture(scope="module")
+def detr_params(detr_dirs, detr_models):
+    from refimpl.api import load_detr
+
+    model = detr_models["timm"]
+    return {"float32": (model.checkpoint.params, model.hparams),
+            "float64": (load_detr(detr_dirs["timm"], dtype="float64").checkpoint.params, model.hparams)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("padded", [False, True], ids=["unpadded", "padded"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fast_detr_transformer_equals_detr_py_on_every_traced_tensor(detr_params, dtype, padded):
+    """fast_detr.forward against detr.forward on the same (fast) backbone: the transformer's
+    fewer passes (scale on the queries, in-place softmax and mask, the mask skipped when nothing
+    is padded) change no tensor by more than rounding; every name, in the same order."""
+    from refimpl.models import detr, fast_detr
+
+    params, hp = detr_params[dtype]
+    x, mask = _detr_inputs(dtype, padded)
+    ref, ours = {}, {}
+    expect = detr.forward(params, hp, x, mask, ref, path="fast")
+    got = fast_detr.forward(params, hp, x, mask, ours)
+    assert list(ours) == list(ref)
+    for name in ref:
+        assert ours[name].shape == ref[name].shape and ours[name].dtype == ref[name].dtype, name
+        r = rel(ours[name], ref[name])
+        assert r <= TOL[dtype], f"{name}: fast_detr differs from detr.py by {r:.2e}"
+    for key in ("logits", "pred_boxes"):
+        assert rel(got[key], expect[key]) <= TOL[dtype]
+    if padded:  # padded keys get weight exactly 0, as in the reference
+        w = ours["model.encoder.layers.0.self_attn.attn_weights"]
+        keys = detr.downsample_mask(mask, ours["model.backbone.conv_encoder.mask"].shape[1:]).reshape(2, -1)
+        assert (w[1][..., ~keys[1]] == 0).all() and (~keys[1]).any()
+
+
+def test_loaded_detr_dispatches_by_path(detr_small_models, monkeypatch):
+    """path "fast" runs fast_detr.forward, path "reference" detr.forward; nothing else decides."""
+    from refimpl.models import detr, fast_detr
+
+    calls = []
+    monkeypatch.setattr(fast_detr, "forward", lambda *a, **k: calls.append("fast_detr"))
+    monkeypatch.setattr(detr, "forward", lambda *a, **k: calls.append("detr"))
+    model = detr_small_models["timm"]
+    x, mask = _detr_inputs("float32", False)
+    model.with_path("fast").forward(x, mask)
+    model.with_path("reference").forward(x, mask)
+    assert calls == ["fast_detr", "detr"]
