@@ -267,3 +267,35 @@ def test_loaded_detr_dispatches_by_path(detr_small_models, monkeypatch):
     model.with_path("fast").forward(x, mask)
     model.with_path("reference").forward(x, mask)
     assert calls == ["fast_detr", "detr"]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_splitting_elementwise_passes_over_two_threads_changes_no_bit(resnet50, monkeypatch, batch):
+    """Every elementwise pass (bias, ReLU, residual, im2col copy, subsample, max pool) split in two
+    halves on two threads, down to the smallest pass, equals the one-thread result bit for bit,
+    traced tensors included; and the split really ran on the helper thread."""
+    p = resnet50.checkpoint.params
+    x = pixels(batch, 67, 91, np.float32)
+    previous = fast.set_elementwise_threads(1)
+    try:
+        one = {}
+        expect = fast.classify(p, x, one)
+        fast.set_elementwise_threads(2)
+        monkeypatch.setattr(fast, "SPLIT_MIN_ELEMENTS", 0)
+        helper_calls = []
+        submit = fast._pool().submit
+        monkeypatch.setattr(fast, "_pool", lambda: type("P", (), {"submit": lambda self, *a: helper_calls.append(1) or submit(*a)})())
+        two = {}
+        got = fast.classify(p, x, two)
+    finally:
+        fast.set_elementwise_threads(previous)
+    assert len(helper_calls) >= 16 * 4  # per block: two bias+ReLU, the residual pass, the im2col copy
+    np.testing.assert_array_equal(got, expect)
+    assert list(two) == list(one)
+    for name in one:
+        np.testing.assert_array_equal(two[name], one[name], err_msg=name)
+
+
+def test_elementwise_threads_are_one_or_two():
+    with pytest.raises(ValueError, match="1 or 2"):
+        fast.set_elementwise_threads(3)

@@ -28,8 +28,10 @@ summing in another order changes the last bits (about 1e-7 relative in float32, 
     >>> stages = fast.backbone(params, names, pixel_values)            # = resnet.backbone
 """
 
+import os
 import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -287,6 +289,76 @@ def release_buffers():
     _WORKSPACE.bordered = {}
 
 
+# --- the second core: elementwise passes split in two ---------------------------------------------
+#
+# BLAS runs the GEMMs on every core, but numpy's elementwise passes (bias, ReLU, residual add, the
+# im2col copy, the max pool) run on the calling thread alone: on a 2-core machine, one core idles
+# for about a fifth of the forward. numpy releases the GIL inside its loops, so a pass split in
+# two halves (the second on one helper thread) runs on both cores. The split is by rows (batch,
+# else image rows), every half writes only its own rows, and the values are exactly those of the
+# unsplit pass (elementwise work has no summation order). Small passes stay on one thread: waking
+# the helper costs tens of microseconds.
+
+SPLIT_MIN_ELEMENTS = 1 << 17  # passes over fewer elements than this are not split
+_HELPER = {"threads": min(2, os.cpu_count() or 1), "pool": None}
+_HELPER_LOCK = threading.Lock()
+
+
+def set_elementwise_threads(threads):
+    """How many threads an elementwise pass may use: 1 (no helper) or 2 (the default on a
+    machine with 2 or more cores). `refimpl bench --threads 1` sets 1, so every peer runs alike.
+    Returns the previous value."""
+    if threads not in (1, 2):
+        raise ValueError(f"elementwise threads must be 1 or 2, got {threads!r}")
+    previous, _HELPER["threads"] = _HELPER["threads"], threads
+    return previous
+
+
+def _pool():
+    with _HELPER_LOCK:
+        if _HELPER["pool"] is None:
+            _HELPER["pool"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refimpl-fast")
+        return _HELPER["pool"]
+
+
+def _halves(arrays):
+    """Each 4-D array (all with the same two leading sizes) cut in two along the batch axis, or
+    along the image rows for a single image."""
+    n, h = arrays[0].shape[:2]
+    if n > 1:
+        cut = n // 2
+        return [a[:cut] for a in arrays], [a[cut:] for a in arrays]
+    cut = h // 2
+    return [a[:, :cut] for a in arrays], [a[:, cut:] for a in arrays]
+
+
+def split(fn, *arrays):
+    """fn(*arrays), an elementwise pass over 4-D arrays whose first two axes correspond, run as
+    two halves on two threads when it is big enough (see above); otherwise on this thread."""
+    if _HELPER["threads"] < 2 or arrays[0].size < SPLIT_MIN_ELEMENTS or arrays[0].shape[0] * arrays[0].shape[1] < 2:
+        fn(*arrays)
+        return
+    first, second = _halves(arrays)
+    pending = _pool().submit(fn, *second)
+    try:
+        fn(*first)
+    finally:
+        pending.result()
+
+
+def _bias_relu(y, b, out):
+    """out = max(y + b, 0); y is overwritten with y + b."""
+    np.add(y, b, out=y)
+    relu(y, out=out)
+
+
+def _residual_bias_relu(y, x, b):
+    """y = max(y + x + b, 0) in place (x: the shortcut)."""
+    np.add(y, x, out=y)
+    np.add(y, b, out=y)
+    relu(y)
+
+
 # --- the forward ------------------------------------------------------------------------------
 #
 # The three kinds of work, kept in three small functions so that a profiler can time them
@@ -296,13 +368,13 @@ def release_buffers():
 def im2col(layout, xp, k, stride, ho, wo, out):
     """Copy the windows of the padded input `xp` into the column buffer `out` (the one copy)."""
     view, _ = layout.windows(xp, k, stride, ho, wo)
-    np.copyto(out.reshape(view.shape), view)
+    split(np.copyto, out.reshape(view.shape), view)  # (n, ho, wo, k, k, C): halves by batch or output rows
     return out
 
 
 def subsample(layout, x, stride, out):
     """Every `stride`-th pixel (a strided 1x1 conv's input): one copy."""
-    np.copyto(out, layout.spatial(x, slice(None, None, stride), slice(None, None, stride)))
+    split(np.copyto, out, layout.spatial(x, slice(None, None, stride), slice(None, None, stride)))
     return out
 
 
@@ -351,23 +423,31 @@ def stem(p, ws, x, trace=None):
     # The stem's two big temporaries are dead before the first block runs: they borrow the
     # blocks' ping-pong buffers (fewer buffers kept alive; at 800x1066 each is ~55 MB).
     y, h, w = conv(lay, ws, p.stem, xp, n, h, w, "block_a")
-    y += p.stem.b
-    # ReLU straight into the zero-bordered buffer of the max pool (zero padding is exact after a ReLU).
+    # bias and ReLU straight into the zero-bordered buffer of the max pool (zero padding is exact
+    # after a ReLU).
     c = p.stem.c_out
     pp, inner = ws.padded("block_b", lay, n, c, h, w, 1, dt)
-    relu(_as_4d(lay, y, n, c, h, w), out=inner)
+    split(lambda y, out: _bias_relu(y, p.stem.b, out), _as_4d(lay, y, n, c, h, w), inner)
     _record(trace, out_name, lay, inner)
     ho, wo = ops.conv_output_size(h, 3, 2, 1), ops.conv_output_size(w, 3, 2, 1)
     out = ws.get("pool_out", lay.shape(n, c, ho, wo), dt)
-    for i in range(3):
-        for j in range(3):
-            window = lay.spatial(pp, slice(i, i + 2 * ho - 1, 2), slice(j, j + 2 * wo - 1, 2))
-            if i == j == 0:
-                np.copyto(out, window)
-            else:
-                np.maximum(out, window, out=out)
+    # Output row r reads padded rows 2r..2r+2: the halves are split by output row, each given the
+    # padded rows it reads (a view: windows of the two halves overlap by one row, read only).
+    windows = as_strided(pp, (n, ho, wo, 3, 3, c), (pp.strides[0], 2 * pp.strides[1], 2 * pp.strides[2],
+                                                  pp.strides[1], pp.strides[2], pp.strides[3]), writeable=False)
+    split(_max_pool_3x3, out, windows)
     _record(trace, pool_name, lay, out)
     return out, ho, wo
+
+
+def _max_pool_3x3(out, windows):
+    """out (n, ho, wo, C) = the max over each (3, 3) window of `windows` (n, ho, wo, 3, 3, C)."""
+    for i in range(3):
+        for j in range(3):
+            if i == j == 0:
+                np.copyto(out, windows[:, :, :, 0, 0])
+            else:
+                np.maximum(out, windows[:, :, :, i, j], out=out)
 
 
 def bottleneck(p, ws, bp, x, n, h, w, out, trace=None):
@@ -378,30 +458,28 @@ def bottleneck(p, ws, bp, x, n, h, w, out, trace=None):
     names = bp.names
     # 1x1 reduce, bias, ReLU written into the 3x3 conv's zero-bordered input.
     t, _, _ = conv(lay, ws, c1, x, n, h, w, "t1")
-    t += c1.b
     xp, inner = ws.padded(bp.pad_role, lay, n, c1.c_out, h, w, c2.pad, dt)
-    relu(_as_4d(lay, t, n, c1.c_out, h, w), out=inner)
+    split(lambda t, out: _bias_relu(t, c1.b, out), _as_4d(lay, t, n, c1.c_out, h, w), inner)
     _record(trace, names.steps[0], lay, inner)
     # 3x3 (the stride is here), bias, ReLU in place.
     t, ho, wo = conv(lay, ws, c2, xp, n, h, w, "t2")
-    t += c2.b
-    relu(t)
     t = _as_4d(lay, t, n, c2.c_out, ho, wo)
+    split(lambda t: _bias_relu(t, c2.b, t), t)
     _record(trace, names.steps[1], lay, t)
     # 1x1 expand into the block's output, then the shortcut, the biases, ReLU, all in place.
     y, _, _ = conv(lay, ws, c3, t, n, ho, wo, out if isinstance(out, str) else lay.matrix(out))
     if trace is not None:
         _record(trace, names.steps[2], lay, _as_4d(lay, y + c3.b, n, c3.c_out, ho, wo))
     if bp.shortcut is None:
-        y += lay.matrix(x)
+        s = x
     else:
         s, _, _ = conv(lay, ws, bp.shortcut, x, n, h, w, "shortcut")
+        s = _as_4d(lay, s, n, c3.c_out, ho, wo)
         if trace is not None:
-            _record(trace, names.shortcut_out, lay, _as_4d(lay, s + bp.shortcut.b, n, c3.c_out, ho, wo))
-        y += s
-    y += bp.out_bias
-    relu(y)
-    return _as_4d(lay, y, n, c3.c_out, ho, wo), ho, wo
+            _record(trace, names.shortcut_out, lay, s + bp.shortcut.b)
+    y = _as_4d(lay, y, n, c3.c_out, ho, wo)
+    split(lambda y, s: _residual_bias_relu(y, s, bp.out_bias), y, s)
+    return y, ho, wo
 
 
 def run(p, x, trace=None, keep_stages=True):

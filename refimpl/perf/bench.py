@@ -125,14 +125,21 @@ def environment(threads):
 
 @contextmanager
 def thread_limit(threads):
-    """numpy's BLAS (and OpenMP) at `threads` for the duration; torch and ORT are told directly."""
+    """numpy's BLAS (and OpenMP) and refimpl's elementwise helper thread (refimpl.models.fast) at
+    `threads` for the duration; torch and ORT are told directly."""
+    from refimpl.models import fast
+
+    previous = fast.set_elementwise_threads(min(2, threads))  # refimpl's own helper thread, too
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(threads):
-        yield
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            yield
+            return
+        with threadpool_limits(threads):
+            yield
+    finally:
+        fast.set_elementwise_threads(previous)
 
 
 def peak_rss_mb():
