@@ -74,6 +74,11 @@ class NHWC:
         return a.reshape(-1, a.shape[3])
 
     @staticmethod
+    def channel_range(a, start, stop):
+        """Channels start:stop of a 4-D array (a view)."""
+        return a[..., start:stop]
+
+    @staticmethod
     def channels(a):
         return a.shape[3]
 
@@ -135,6 +140,7 @@ class BlockPlan:
     shortcut: Conv | None
     out_bias: np.ndarray  # conv3's bias (+ the shortcut's): added once after the residual sum
     pad_role: str  # the reused zero-bordered buffer of its 3x3 conv
+    joint_w: np.ndarray | None = None  # with a shortcut conv: conv3's and its weights stacked, (C_mid + C_in, C_out)
 
 
 @dataclass
@@ -170,7 +176,10 @@ def build_plan(params, names, depths=DEPTHS, dtype=np.float32, layout=DEFAULT_LA
         # Two padded buffers serve all stages (a stage's first block has its own shape);
         # the border is re-zeroed when the shape changes, which costs little.
         pad_role = "padded first" if block.index == 0 else "padded rest"
-        stages[block.stage].append(BlockPlan(block, block.stride, (c1, c2, c3), sc, out_bias, pad_role))
+        # conv3(t) + shortcut(x) = [t | x'] @ [W3; Ws] (x' = x subsampled): one GEMM with
+        # K = C_mid + C_in instead of two GEMMs and an add (stage 1's two K=64 GEMMs become one K=128).
+        joint = None if sc is None else np.ascontiguousarray(np.concatenate([c3.w, sc.w], axis=0))
+        stages[block.stage].append(BlockPlan(block, block.stride, (c1, c2, c3), sc, out_bias, pad_role, joint))
     return Plan(lay, dtype, names, stem, stages)
 
 
@@ -461,24 +470,48 @@ def bottleneck(p, ws, bp, x, n, h, w, out, trace=None):
     xp, inner = ws.padded(bp.pad_role, lay, n, c1.c_out, h, w, c2.pad, dt)
     split(lambda t, out: _bias_relu(t, c1.b, out), _as_4d(lay, t, n, c1.c_out, h, w), inner)
     _record(trace, names.steps[0], lay, inner)
+    if bp.joint_w is not None:
+        return _bottleneck_joint(p, ws, bp, x, xp, n, h, w, out, trace)
     # 3x3 (the stride is here), bias, ReLU in place.
     t, ho, wo = conv(lay, ws, c2, xp, n, h, w, "t2")
     t = _as_4d(lay, t, n, c2.c_out, ho, wo)
     split(lambda t: _bias_relu(t, c2.b, t), t)
     _record(trace, names.steps[1], lay, t)
-    # 1x1 expand into the block's output, then the shortcut, the biases, ReLU, all in place.
+    # 1x1 expand into the block's output, then the identity shortcut, the bias, ReLU, all in place.
     y, _, _ = conv(lay, ws, c3, t, n, ho, wo, out if isinstance(out, str) else lay.matrix(out))
     if trace is not None:
         _record(trace, names.steps[2], lay, _as_4d(lay, y + c3.b, n, c3.c_out, ho, wo))
-    if bp.shortcut is None:
-        s = x
-    else:
-        s, _, _ = conv(lay, ws, bp.shortcut, x, n, h, w, "shortcut")
-        s = _as_4d(lay, s, n, c3.c_out, ho, wo)
-        if trace is not None:
-            _record(trace, names.shortcut_out, lay, s + bp.shortcut.b)
     y = _as_4d(lay, y, n, c3.c_out, ho, wo)
-    split(lambda y, s: _residual_bias_relu(y, s, bp.out_bias), y, s)
+    split(lambda y, s: _residual_bias_relu(y, s, bp.out_bias), y, x)
+    return y, ho, wo
+
+
+def _bottleneck_joint(p, ws, bp, x, xp, n, h, w, out, trace=None):
+    """The rest of a block with a shortcut conv, from its 3x3 conv on: the 3x3 conv writes its
+    output t into the left channels of one buffer, the shortcut's input x' (x subsampled by the
+    stride) is copied into the right ones, and a single GEMM [t | x'] @ [W3; Ws] computes
+    conv3(t) + shortcut(x). Then the two biases and ReLU, in place."""
+    lay, dt = p.layout, p.dtype
+    _, c2, c3 = bp.convs
+    names = bp.names
+    c_mid, c_in = c2.c_out, lay.channels(x)
+    ho = ops.conv_output_size(h, c2.k, c2.stride, c2.pad)
+    wo = ops.conv_output_size(w, c2.k, c2.stride, c2.pad)
+    joint = ws.get("joint", lay.shape(n, c_mid + c_in, ho, wo), dt)
+    t, xs = lay.channel_range(joint, 0, c_mid), lay.channel_range(joint, c_mid, c_mid + c_in)
+    conv(lay, ws, c2, xp, n, h, w, lay.matrix(joint)[:, :c_mid])  # BLAS writes the strided columns
+    split(lambda t: _bias_relu(t, c2.b, t), t)
+    _record(trace, names.steps[1], lay, t)
+    subsample(lay, x, bp.stride, xs)
+    if isinstance(out, str):
+        out = ws.get(out, lay.shape(n, c3.c_out, ho, wo), dt)
+    y = gemm(lay, lay.matrix(joint), bp.joint_w, lay.matrix(out))
+    if trace is not None:  # the two halves of the sum, for the trace only
+        tm, xm = lay.matrix(joint)[:, :c_mid], lay.matrix(joint)[:, c_mid:]
+        _record(trace, names.steps[2], lay, _as_4d(lay, tm @ c3.w + c3.b, n, c3.c_out, ho, wo))
+        _record(trace, names.shortcut_out, lay, _as_4d(lay, xm @ bp.shortcut.w + bp.shortcut.b, n, c3.c_out, ho, wo))
+    y = _as_4d(lay, y, n, c3.c_out, ho, wo)
+    split(lambda y: _bias_relu(y, bp.out_bias, y), y)
     return y, ho, wo
 
 

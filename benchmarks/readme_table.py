@@ -1,0 +1,80 @@
+"""Print README's performance table (markdown) from `refimpl bench --json` results.
+
+    python benchmarks/readme_table.py benchmarks/results/run-default.json benchmarks/results/run-native.json
+
+One row per (run, case): refimpl's fast path, PyTorch eager and ONNX Runtime medians, the same-run
+ratios, and the fraction of the same-run sgemm rate; then each run's profile of ResNet-50 batch 1
+(the fast path under the profile's three conditions, and what the bench's timing adds to a
+back-to-back profile). Nothing is typed in by hand: every number comes from the JSON files.
+"""
+
+import json
+import sys
+
+
+def kernel(report):
+    libs = report["environment"]["blas"].get("libraries") or [{}]
+    env = {k: v for k, v in report["environment"]["openblas_env"].items() if v is not None}
+    set_vars = ", ".join(f"{k}={v}" for k, v in env.items()) or "no OPENBLAS_* set"
+    return f"{libs[0].get('architecture')} kernel ({set_vars})"
+
+
+def peers(case):
+    return {p["peer"]: p for p in case["peers"] if p["status"] == "ok"}
+
+
+def case_label(case):
+    n, _, h, w = case["input"]
+    name = {"resnet-50": "ResNet-50", "detr-resnet-50": "DETR-R50"}.get(case["model"], case["model"])
+    return f"{name} {n}×{h}×{w}" if case["model"] != "resnet-50" else f"{name} {n}×{h}²"
+
+
+def ms(row):
+    return f"{row['median_ms']:.1f}" if row else "–"
+
+
+def ratio(a, b):
+    return f"{a['median_ms'] / b['median_ms']:.2f}×" if a and b else "–"
+
+
+def table(runs):
+    lines = ["| run | case | refimpl fast ms | readable ms | PyTorch ms | ONNX Runtime ms | refimpl / ORT | refimpl / PyTorch | of sgemm |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, report in runs:
+        for case in report["cases"]:
+            if case["status"] != "ok":
+                continue
+            p = peers(case)
+            fast, torch, ort = p.get("refimpl"), p.get("pytorch"), p.get("onnxruntime")
+            share = f"{fast['fraction_of_sgemm_peak']:.0%}" if fast else "–"
+            lines.append(f"| {label} | {case_label(case)} | {ms(fast)} | {ms(p.get('refimpl-readable'))} | {ms(torch)} | "
+                         f"{ms(ort)} | {ratio(fast, ort)} | {ratio(fast, torch)} | {share} |")
+    return "\n".join(lines)
+
+
+def profile_table(runs):
+    lines = ["| run | condition | median total ms | im2col ms | GEMM ms | rest ms | first GEMM ms |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for label, report in runs:
+        prof = report.get("profile")
+        if not prof:
+            continue
+        for condition, s in prof.get("fast_conditions", {"back_to_back": prof["fast"]}).items():
+            lines.append(f"| {label} | {condition} | {s.get('median_total_ms', s['total_ms']):.1f} | {s['im2col copy']:.1f} | "
+                         f"{s['gemm']:.1f} | {s['rest']:.1f} | {s.get('first_gemm_ms', float('nan')):.2f} |")
+    return "\n".join(lines)
+
+
+def main(paths):
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            report = json.load(f)
+        runs.append((kernel(report), report))
+    print(table(runs))
+    print()
+    print(profile_table(runs))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
