@@ -454,6 +454,8 @@ PROFILE_CONDITIONS = {
     "after_gap": "an idle `gap` before each run (BLAS worker threads asleep when it starts)",
     "as_benched": "a 2048^3 sgemm (another peer's work: caches and TLB evicted), then the idle `gap`, "
                   "then the run: what `refimpl bench` times",
+    "as_benched_one_thread": "as as_benched, with the elementwise passes on one thread "
+                             "(fast.set_elementwise_threads(1)): what the helper thread saves",
 }
 
 
@@ -520,9 +522,12 @@ def profile_resnet50(weights, batch=1, size=224, repeat=10, threads=None, gap=GA
     fast_call = lambda: fast.classify(params, x)  # noqa: E731
     evict = sgemm_runner()
     before = {"back_to_back": lambda: None, "after_gap": lambda: time.sleep(gap),
-              "as_benched": lambda: (evict(), time.sleep(gap))}
+              "as_benched": lambda: (evict(), time.sleep(gap)),
+              "as_benched_one_thread": lambda: (evict(), time.sleep(gap))}
     fast_patches = [(fast, "im2col", "im2col copy"), (fast, "subsample", "im2col copy"), (fast, "gemm", "gemm")]
     with thread_limit(threads or os.cpu_count()):
+        elementwise = fast.set_elementwise_threads(1)  # what this thread count allows (see thread_limit)
+        fast.set_elementwise_threads(elementwise)
         with patched(fast_patches):
             fast_call()  # warm-up
             runs = {c: [] for c in PROFILE_CONDITIONS}
@@ -531,7 +536,11 @@ def profile_resnet50(weights, batch=1, size=224, repeat=10, threads=None, gap=GA
                     if condition == "back_to_back":
                         fast_call()  # the run before, with nothing in between
                     before[condition]()
-                    runs[condition].append(one_run(fast_call))
+                    fast.set_elementwise_threads(1 if condition == "as_benched_one_thread" else elementwise)
+                    try:
+                        runs[condition].append(one_run(fast_call))
+                    finally:
+                        fast.set_elementwise_threads(elementwise)
         with patched([(ops, "im2col", "im2col"), (np, "matmul", "matmul")]):
             resnet.classify(params, x)  # warm-up
             readable_runs = [one_run(lambda: resnet.classify(params, x)) for _ in range(repeat)]
