@@ -19,6 +19,12 @@ it does differently, each step measured (docs/performance.md, benchmarks/layout_
    zero-bordered input buffer, so padding costs no extra pass.
 4. The max pool follows a ReLU, so its input is >= 0 and zero padding gives the same maximum as
    PyTorch's -inf padding (every 3x3/2 window with padding 1 holds at least one real pixel).
+5. **Both cores for the elementwise passes.** BLAS threads the GEMMs; bias+ReLU, the residual
+   pass, the im2col copy and the max pool are split in two halves by rows, the second on one
+   helper thread (`split`; numpy releases the GIL in its loops). Bit-identical to one thread.
+6. **One GEMM for conv3 and the shortcut conv** of a stage's first block:
+   conv3(t) + shortcut(x) = [t | x'] @ [W3; Ws], with t written by the 3x3 conv's GEMM straight
+   into the left columns of the joint matrix and x' (x subsampled) copied into the right ones.
 
 Tracing (a `trace` dict) records the same names as resnet.py, converted to NCHW copies; it is
 slower, and meant for tests. Results equal the reference's within float rounding: folding BN and
