@@ -299,3 +299,21 @@ def test_splitting_elementwise_passes_over_two_threads_changes_no_bit(resnet50, 
 def test_elementwise_threads_are_one_or_two():
     with pytest.raises(ValueError, match="1 or 2"):
         fast.set_elementwise_threads(3)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_convs_computed_in_bands_equal_the_readable_path(params, monkeypatch, dtype):
+    """Every windowed conv forced into bands (a few output rows each, ragged last band, batch 3):
+    every traced tensor still equals the readable path's."""
+    monkeypatch.setattr(fast, "BAND_MIN_BYTES", 0)
+    monkeypatch.setattr(fast, "BAND_BYTES", 100_000)  # the stem: 3 of its 34 rows a band, the last one alone
+    p = params[dtype]
+    x = pixels(3, 67, 91, dtype)
+    ref, ours = {}, {}
+    expect = resnet.classify(p, x, ref)
+    got = fast.classify(p, x, ours)
+    assert list(ours) == list(ref)
+    for name in ref:
+        r = rel(ours[name], ref[name])
+        assert r <= TOL[dtype], f"{name}: banded fast path differs from the readable path by {r:.2e}"
+    assert rel(got, expect) <= TOL[dtype]

@@ -383,8 +383,23 @@ def _residual_bias_relu(y, x, b):
 def im2col(layout, xp, k, stride, ho, wo, out):
     """Copy the windows of the padded input `xp` into the column buffer `out` (the one copy)."""
     view, _ = layout.windows(xp, k, stride, ho, wo)
-    split(np.copyto, out.reshape(view.shape), view)  # (n, ho, wo, k, k, C): halves by batch or output rows
+    return window_copy(view, out)
+
+
+def window_copy(view, out):
+    """The im2col copy: a window view (n, ho, wo, k, k, C) into the column matrix `out`, halves by
+    batch or output rows on the two threads."""
+    split(np.copyto, out.reshape(view.shape), view)
     return out
+
+
+# A conv whose column matrix would exceed BAND_MIN_BYTES is computed in bands of output rows,
+# each band's columns about BAND_BYTES: the copy writes a band that the GEMM then reads while it is
+# still in cache, instead of writing the whole matrix to memory and reading it back (at DETR's
+# 800x1066 the stem's and stage 1's column matrices are ~120 MB each). Smaller convs (all of
+# ResNet-50's at batch 1) run as one GEMM.
+BAND_MIN_BYTES = 16 << 20
+BAND_BYTES = 4 << 20
 
 
 def subsample(layout, x, stride, out):
@@ -410,11 +425,29 @@ def conv(layout, ws, c, x, n, h, w, out):
         sub = subsample(layout, x, c.stride, ws.get("subsample", layout.shape(n, layout.channels(x), ho, wo), dtype))
         cols = layout.matrix(sub)
     else:
-        _, shape = layout.windows(x, c.k, c.stride, ho, wo)
-        cols = im2col(layout, x, c.k, c.stride, ho, wo, ws.get("cols", shape, dtype))
+        view, shape = layout.windows(x, c.k, c.stride, ho, wo)
+        if shape[0] * shape[1] * dtype.itemsize > BAND_MIN_BYTES:
+            if isinstance(out, str):
+                out = layout.matrix(ws.get(out, layout.shape(n, c.c_out, ho, wo), dtype))
+            return _conv_in_bands(layout, ws, c, view, n, ho, wo, shape[1], out), ho, wo
+        cols = window_copy(view, ws.get("cols", shape, dtype))
     if isinstance(out, str):
         out = layout.matrix(ws.get(out, layout.shape(n, c.c_out, ho, wo), dtype))
     return gemm(layout, cols, c.w, out), ho, wo
+
+
+def _conv_in_bands(layout, ws, c, view, n, ho, wo, k_cols, out):
+    """A windowed conv, band by band of output rows (see BAND_BYTES): copy the band's windows,
+    multiply them into the band's rows of `out` (n*ho*wo, O). Every output row is the same dot
+    products as in one big GEMM."""
+    band = max(1, BAND_BYTES // (wo * k_cols * out.dtype.itemsize))  # output rows per band
+    cols = ws.get("cols", (min(band, ho) * wo, k_cols), out.dtype)
+    for i in range(n):
+        for r0 in range(0, ho, band):
+            r1 = min(ho, r0 + band)
+            part = window_copy(view[i:i + 1, r0:r1], cols[:(r1 - r0) * wo])
+            gemm(layout, part, c.w, out[(i * ho + r0) * wo:(i * ho + r1) * wo])
+    return out
 
 
 def _as_4d(layout, matrix, n, c, h, w):

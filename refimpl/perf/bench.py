@@ -462,7 +462,7 @@ PROFILE_CONDITIONS = {
 def profile_resnet50(weights, batch=1, size=224, repeat=10, threads=None, gap=GAP_S):
     """Where refimpl's fast ResNet-50 spends its time: the im2col copies (windows and strided 1x1
     subsampling), the GEMMs, and the rest (bias, ReLU, residual adds, max pool, layout change,
-    Python), timed by wrapping fast.im2col / fast.subsample / fast.gemm. Also the readable path's
+    Python), timed by wrapping fast.window_copy / fast.subsample / fast.gemm. Also the readable path's
     split between im2col (ops.im2col), matmul and the rest (BN, ReLU, pad, adds).
 
     The fast path is profiled under each of `PROFILE_CONDITIONS`, rounds interleaved, so that the
@@ -524,7 +524,7 @@ def profile_resnet50(weights, batch=1, size=224, repeat=10, threads=None, gap=GA
     before = {"back_to_back": lambda: None, "after_gap": lambda: time.sleep(gap),
               "as_benched": lambda: (evict(), time.sleep(gap)),
               "as_benched_one_thread": lambda: (evict(), time.sleep(gap))}
-    fast_patches = [(fast, "im2col", "im2col copy"), (fast, "subsample", "im2col copy"), (fast, "gemm", "gemm")]
+    fast_patches = [(fast, "window_copy", "im2col copy"), (fast, "subsample", "im2col copy"), (fast, "gemm", "gemm")]
     with thread_limit(threads or os.cpu_count()):
         elementwise = fast.set_elementwise_threads(1)  # what this thread count allows (see thread_limit)
         fast.set_elementwise_threads(elementwise)
