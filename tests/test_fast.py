@@ -317,3 +317,20 @@ def test_convs_computed_in_bands_equal_the_readable_path(params, monkeypatch, dt
         r = rel(ours[name], ref[name])
         assert r <= TOL[dtype], f"{name}: banded fast path differs from the readable path by {r:.2e}"
     assert rel(got, expect) <= TOL[dtype]
+
+
+def test_last_stage_equals_the_backbones_last_stage_bit_for_bit(params):
+    """fast.last_stage (DETR's fast backbone: layer4 in a reused buffer, no other stage kept) gives
+    exactly backbone(...)[-1] and records the same trace."""
+    timm = resnet.ResNetNames("model.backbone.conv_encoder.model.", "timm")
+    p = {new_key: params["float32"][key] for key, new_key in zip(resnet.backbone_shapes(resnet.CLASSIFIER_NAMES),
+                                                                 resnet.backbone_shapes(timm))}
+    x = pixels(2, 67, 91, np.float32)
+    t1, t2 = {}, {}
+    expect = fast.backbone(p, timm, x, t1)[-1]
+    got = fast.last_stage(p, timm, x, t2)
+    assert got.shape == expect.shape
+    np.testing.assert_array_equal(got, expect)
+    assert list(t2) == list(t1)
+    for name in t1:
+        np.testing.assert_array_equal(t2[name], t1[name], err_msg=name)

@@ -587,6 +587,17 @@ def backbone(params, names, x, trace=None, depths=DEPTHS, layout=DEFAULT_LAYOUT)
     return [a.transpose(p.layout.inverse) for a in run(p, x, trace)]
 
 
+def last_stage(params, names, x, trace=None, depths=DEPTHS, layout=DEFAULT_LAYOUT):
+    """resnet.backbone(...)[-1], NCHW-shaped (a transposed view), for a caller that consumes it
+    at once (DETR's input projection): it lives in a reused buffer, valid until this thread's
+    next forward, and the earlier stages' outputs are never allocated (at 800x1066 that is about
+    100 MB of fresh, page-faulting memory per image that `backbone` returns). The same values,
+    bit for bit, as backbone(...)[-1]; the trace records every stage as `backbone` does."""
+    p = plan(params, names, depths, compute_dtype(params, names, x), layout)
+    (last,) = run(p, x, trace, keep_stages=False)
+    return last.transpose(p.layout.inverse)
+
+
 def classify(params, pixel_values, trace=None, layout=DEFAULT_LAYOUT):
     """As resnet.classify: ResNetForImageClassification, (N, 3, H, W) -> logits (N, num_labels)."""
     names = CLASSIFIER_NAMES
