@@ -117,6 +117,7 @@ def environment(threads):
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "threads": threads,
+        "refimpl_elementwise_threads": min(2, threads),  # fast.set_elementwise_threads, see thread_limit
         "openblas_env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")},
         "blas": blas_info(),
         "versions": versions,
