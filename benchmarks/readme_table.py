@@ -10,6 +10,7 @@ back-to-back profile). Nothing is typed in by hand: every number comes from the 
 
 import json
 import sys
+from pathlib import Path
 
 
 def kernel(report):
@@ -108,7 +109,7 @@ def main(paths):
     for path in paths:
         with open(path) as f:
             report = json.load(f)
-        runs.append((kernel(report), report))
+        runs.append((f"{Path(path).stem}: {kernel(report)}", report))
     print(table(runs))
     print()
     print(profile_table(runs))
