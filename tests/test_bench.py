@@ -39,6 +39,12 @@ def test_bench_json_has_the_documented_keys(resnet50_dir, capsys):
     for path in ("fast", "readable"):
         assert set(profile[path]["fractions"]) >= {"rest"}
         assert profile[path]["total_ms"] > 0
+    # the profile-vs-bench gap is measured, condition by condition, and split by part
+    assert set(profile["fast_conditions"]) == set(bench.PROFILE_CONDITIONS) >= {"back_to_back", "as_benched"}
+    for condition, s in profile["fast_conditions"].items():
+        assert s["median_total_ms"] > 0 and s["gemm"] > 0 and s["first_gemm_ms"] > 0, condition
+    assert set(profile["gap_vs_back_to_back"]) == set(bench.PROFILE_CONDITIONS) - {"back_to_back"}
+    assert set(profile["gap_vs_back_to_back"]["as_benched"]) == {"total_ms", "im2col copy", "gemm", "rest", "first_gemm_ms"}
 
 
 def test_missing_peers_are_skipped_with_a_reason(resnet50_dir, monkeypatch):

@@ -202,3 +202,135 @@ def test_repeated_and_alternating_shapes_give_the_same_results(resnet50):
         np.testing.assert_array_equal(fast.classify(p, b), first_b)
     fast.release_buffers()
     np.testing.assert_array_equal(fast.classify(p, a), first_a)
+
+
+# --- DETR's fast transformer (refimpl/models/fast_detr.py) --------------------------------------
+
+def _detr_inputs(dtype, padded):
+    """A batch of two 96x128 inputs; `padded`: the second image is 64x80, the rest padding (so
+    the key mask is not all true and the masked branch of the attention runs)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 3, 96, 128)).astype(dtype)
+    mask = np.ones((2, 96, 128), np.int64)
+    if padded:
+        mask[1, 64:, :] = 0
+        mask[1, :, 80:] = 0
+        x[1][:, mask[1] == 0] = 0
+    return x, mask
+
+
+@pytest.fixture(scope="module")
+def detr_params(detr_dirs, detr_models):
+    from refimpl.api import load_detr
+
+    model = detr_models["timm"]
+    return {"float32": (model.checkpoint.params, model.hparams),
+            "float64": (load_detr(detr_dirs["timm"], dtype="float64").checkpoint.params, model.hparams)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("padded", [False, True], ids=["unpadded", "padded"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fast_detr_transformer_equals_detr_py_on_every_traced_tensor(detr_params, dtype, padded):
+    """fast_detr.forward against detr.forward on the same (fast) backbone: the transformer's
+    fewer passes (scale on the queries, in-place softmax and mask, the mask skipped when nothing
+    is padded) change no tensor by more than rounding; every name, in the same order."""
+    from refimpl.models import detr, fast_detr
+
+    params, hp = detr_params[dtype]
+    x, mask = _detr_inputs(dtype, padded)
+    ref, ours = {}, {}
+    expect = detr.forward(params, hp, x, mask, ref, path="fast")
+    got = fast_detr.forward(params, hp, x, mask, ours)
+    assert list(ours) == list(ref)
+    for name in ref:
+        assert ours[name].shape == ref[name].shape and ours[name].dtype == ref[name].dtype, name
+        r = rel(ours[name], ref[name])
+        assert r <= TOL[dtype], f"{name}: fast_detr differs from detr.py by {r:.2e}"
+    for key in ("logits", "pred_boxes"):
+        assert rel(got[key], expect[key]) <= TOL[dtype]
+    if padded:  # padded keys get weight exactly 0, as in the reference
+        w = ours["model.encoder.layers.0.self_attn.attn_weights"]
+        keys = detr.downsample_mask(mask, ours["model.backbone.conv_encoder.mask"].shape[1:]).reshape(2, -1)
+        assert (w[1][..., ~keys[1]] == 0).all() and (~keys[1]).any()
+
+
+def test_loaded_detr_dispatches_by_path(detr_small_models, monkeypatch):
+    """path "fast" runs fast_detr.forward, path "reference" detr.forward; nothing else decides."""
+    from refimpl.models import detr, fast_detr
+
+    calls = []
+    monkeypatch.setattr(fast_detr, "forward", lambda *a, **k: calls.append("fast_detr"))
+    monkeypatch.setattr(detr, "forward", lambda *a, **k: calls.append("detr"))
+    model = detr_small_models["timm"]
+    x, mask = _detr_inputs("float32", False)
+    model.with_path("fast").forward(x, mask)
+    model.with_path("reference").forward(x, mask)
+    assert calls == ["fast_detr", "detr"]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_splitting_elementwise_passes_over_two_threads_changes_no_bit(resnet50, monkeypatch, batch):
+    """Every elementwise pass (bias, ReLU, residual, im2col copy, subsample, max pool) split in two
+    halves on two threads, down to the smallest pass, equals the one-thread result bit for bit,
+    traced tensors included; and the split really ran on the helper thread."""
+    p = resnet50.checkpoint.params
+    x = pixels(batch, 67, 91, np.float32)
+    previous = fast.set_elementwise_threads(1)
+    try:
+        one = {}
+        expect = fast.classify(p, x, one)
+        fast.set_elementwise_threads(2)
+        monkeypatch.setattr(fast, "SPLIT_MIN_ELEMENTS", 0)
+        helper_calls = []
+        submit = fast._pool().submit
+        monkeypatch.setattr(fast, "_pool", lambda: type("P", (), {"submit": lambda self, *a: helper_calls.append(1) or submit(*a)})())
+        two = {}
+        got = fast.classify(p, x, two)
+    finally:
+        fast.set_elementwise_threads(previous)
+    assert len(helper_calls) >= 16 * 4  # per block: two bias+ReLU, the residual pass, the im2col copy
+    np.testing.assert_array_equal(got, expect)
+    assert list(two) == list(one)
+    for name in one:
+        np.testing.assert_array_equal(two[name], one[name], err_msg=name)
+
+
+def test_elementwise_threads_are_one_or_two():
+    with pytest.raises(ValueError, match="1 or 2"):
+        fast.set_elementwise_threads(3)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_convs_computed_in_bands_equal_the_readable_path(params, monkeypatch, dtype):
+    """Every windowed conv forced into bands (a few output rows each, ragged last band, batch 3):
+    every traced tensor still equals the readable path's."""
+    monkeypatch.setattr(fast, "BAND_MIN_BYTES", 0)
+    monkeypatch.setattr(fast, "BAND_BYTES", 100_000)  # the stem: 3 of its 34 rows a band, the last one alone
+    p = params[dtype]
+    x = pixels(3, 67, 91, dtype)
+    ref, ours = {}, {}
+    expect = resnet.classify(p, x, ref)
+    got = fast.classify(p, x, ours)
+    assert list(ours) == list(ref)
+    for name in ref:
+        r = rel(ours[name], ref[name])
+        assert r <= TOL[dtype], f"{name}: banded fast path differs from the readable path by {r:.2e}"
+    assert rel(got, expect) <= TOL[dtype]
+
+
+def test_last_stage_equals_the_backbones_last_stage_bit_for_bit(params):
+    """fast.last_stage (DETR's fast backbone: layer4 in a reused buffer, no other stage kept) gives
+    exactly backbone(...)[-1] and records the same trace."""
+    timm = resnet.ResNetNames("model.backbone.conv_encoder.model.", "timm")
+    p = {new_key: params["float32"][key] for key, new_key in zip(resnet.backbone_shapes(resnet.CLASSIFIER_NAMES),
+                                                                 resnet.backbone_shapes(timm))}
+    x = pixels(2, 67, 91, np.float32)
+    t1, t2 = {}, {}
+    expect = fast.backbone(p, timm, x, t1)[-1]
+    got = fast.last_stage(p, timm, x, t2)
+    assert got.shape == expect.shape
+    np.testing.assert_array_equal(got, expect)
+    assert list(t2) == list(t1)
+    for name in t1:
+        np.testing.assert_array_equal(t2[name], t1[name], err_msg=name)

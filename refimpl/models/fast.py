@@ -19,6 +19,12 @@ it does differently, each step measured (docs/performance.md, benchmarks/layout_
    zero-bordered input buffer, so padding costs no extra pass.
 4. The max pool follows a ReLU, so its input is >= 0 and zero padding gives the same maximum as
    PyTorch's -inf padding (every 3x3/2 window with padding 1 holds at least one real pixel).
+5. **Both cores for the elementwise passes.** BLAS threads the GEMMs; bias+ReLU, the residual
+   pass, the im2col copy and the max pool are split in two halves by rows, the second on one
+   helper thread (`split`; numpy releases the GIL in its loops). Bit-identical to one thread.
+6. **One GEMM for conv3 and the shortcut conv** of a stage's first block:
+   conv3(t) + shortcut(x) = [t | x'] @ [W3; Ws], with t written by the 3x3 conv's GEMM straight
+   into the left columns of the joint matrix and x' (x subsampled) copied into the right ones.
 
 Tracing (a `trace` dict) records the same names as resnet.py, converted to NCHW copies; it is
 slower, and meant for tests. Results equal the reference's within float rounding: folding BN and
@@ -28,8 +34,10 @@ summing in another order changes the last bits (about 1e-7 relative in float32, 
     >>> stages = fast.backbone(params, names, pixel_values)            # = resnet.backbone
 """
 
+import os
 import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +78,11 @@ class NHWC:
     @staticmethod
     def matrix(a):
         return a.reshape(-1, a.shape[3])
+
+    @staticmethod
+    def channel_range(a, start, stop):
+        """Channels start:stop of a 4-D array (a view)."""
+        return a[..., start:stop]
 
     @staticmethod
     def channels(a):
@@ -133,6 +146,7 @@ class BlockPlan:
     shortcut: Conv | None
     out_bias: np.ndarray  # conv3's bias (+ the shortcut's): added once after the residual sum
     pad_role: str  # the reused zero-bordered buffer of its 3x3 conv
+    joint_w: np.ndarray | None = None  # with a shortcut conv: conv3's and its weights stacked, (C_mid + C_in, C_out)
 
 
 @dataclass
@@ -168,7 +182,10 @@ def build_plan(params, names, depths=DEPTHS, dtype=np.float32, layout=DEFAULT_LA
         # Two padded buffers serve all stages (a stage's first block has its own shape);
         # the border is re-zeroed when the shape changes, which costs little.
         pad_role = "padded first" if block.index == 0 else "padded rest"
-        stages[block.stage].append(BlockPlan(block, block.stride, (c1, c2, c3), sc, out_bias, pad_role))
+        # conv3(t) + shortcut(x) = [t | x'] @ [W3; Ws] (x' = x subsampled): one GEMM with
+        # K = C_mid + C_in instead of two GEMMs and an add (stage 1's two K=64 GEMMs become one K=128).
+        joint = None if sc is None else np.ascontiguousarray(np.concatenate([c3.w, sc.w], axis=0))
+        stages[block.stage].append(BlockPlan(block, block.stride, (c1, c2, c3), sc, out_bias, pad_role, joint))
     return Plan(lay, dtype, names, stem, stages)
 
 
@@ -287,6 +304,76 @@ def release_buffers():
     _WORKSPACE.bordered = {}
 
 
+# --- the second core: elementwise passes split in two ---------------------------------------------
+#
+# BLAS runs the GEMMs on every core, but numpy's elementwise passes (bias, ReLU, residual add, the
+# im2col copy, the max pool) run on the calling thread alone: on a 2-core machine, one core idles
+# for about a fifth of the forward. numpy releases the GIL inside its loops, so a pass split in
+# two halves (the second on one helper thread) runs on both cores. The split is by rows (batch,
+# else image rows), every half writes only its own rows, and the values are exactly those of the
+# unsplit pass (elementwise work has no summation order). Small passes stay on one thread: waking
+# the helper costs tens of microseconds.
+
+SPLIT_MIN_ELEMENTS = 1 << 17  # passes over fewer elements than this are not split
+_HELPER = {"threads": min(2, os.cpu_count() or 1), "pool": None}
+_HELPER_LOCK = threading.Lock()
+
+
+def set_elementwise_threads(threads):
+    """How many threads an elementwise pass may use: 1 (no helper) or 2 (the default on a
+    machine with 2 or more cores). `refimpl bench --threads 1` sets 1, so every peer runs alike.
+    Returns the previous value."""
+    if threads not in (1, 2):
+        raise ValueError(f"elementwise threads must be 1 or 2, got {threads!r}")
+    previous, _HELPER["threads"] = _HELPER["threads"], threads
+    return previous
+
+
+def _pool():
+    with _HELPER_LOCK:
+        if _HELPER["pool"] is None:
+            _HELPER["pool"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refimpl-fast")
+        return _HELPER["pool"]
+
+
+def _halves(arrays):
+    """Each 4-D array (all with the same two leading sizes) cut in two along the batch axis, or
+    along the image rows for a single image."""
+    n, h = arrays[0].shape[:2]
+    if n > 1:
+        cut = n // 2
+        return [a[:cut] for a in arrays], [a[cut:] for a in arrays]
+    cut = h // 2
+    return [a[:, :cut] for a in arrays], [a[:, cut:] for a in arrays]
+
+
+def split(fn, *arrays):
+    """fn(*arrays), an elementwise pass over 4-D arrays whose first two axes correspond, run as
+    two halves on two threads when it is big enough (see above); otherwise on this thread."""
+    if _HELPER["threads"] < 2 or arrays[0].size < SPLIT_MIN_ELEMENTS or arrays[0].shape[0] * arrays[0].shape[1] < 2:
+        fn(*arrays)
+        return
+    first, second = _halves(arrays)
+    pending = _pool().submit(fn, *second)
+    try:
+        fn(*first)
+    finally:
+        pending.result()
+
+
+def _bias_relu(y, b, out):
+    """out = max(y + b, 0); y is overwritten with y + b."""
+    np.add(y, b, out=y)
+    relu(y, out=out)
+
+
+def _residual_bias_relu(y, x, b):
+    """y = max(y + x + b, 0) in place (x: the shortcut)."""
+    np.add(y, x, out=y)
+    np.add(y, b, out=y)
+    relu(y)
+
+
 # --- the forward ------------------------------------------------------------------------------
 #
 # The three kinds of work, kept in three small functions so that a profiler can time them
@@ -296,13 +383,28 @@ def release_buffers():
 def im2col(layout, xp, k, stride, ho, wo, out):
     """Copy the windows of the padded input `xp` into the column buffer `out` (the one copy)."""
     view, _ = layout.windows(xp, k, stride, ho, wo)
-    np.copyto(out.reshape(view.shape), view)
+    return window_copy(view, out)
+
+
+def window_copy(view, out):
+    """The im2col copy: a window view (n, ho, wo, k, k, C) into the column matrix `out`, halves by
+    batch or output rows on the two threads."""
+    split(np.copyto, out.reshape(view.shape), view)
     return out
+
+
+# A conv whose column matrix would exceed BAND_MIN_BYTES is computed in bands of output rows,
+# each band's columns about BAND_BYTES: the copy writes a band that the GEMM then reads while it is
+# still in cache, instead of writing the whole matrix to memory and reading it back (at DETR's
+# 800x1066 the stem's and stage 1's column matrices are ~120 MB each). Smaller convs (all of
+# ResNet-50's at batch 1) run as one GEMM.
+BAND_MIN_BYTES = 16 << 20
+BAND_BYTES = 4 << 20
 
 
 def subsample(layout, x, stride, out):
     """Every `stride`-th pixel (a strided 1x1 conv's input): one copy."""
-    np.copyto(out, layout.spatial(x, slice(None, None, stride), slice(None, None, stride)))
+    split(np.copyto, out, layout.spatial(x, slice(None, None, stride), slice(None, None, stride)))
     return out
 
 
@@ -323,11 +425,29 @@ def conv(layout, ws, c, x, n, h, w, out):
         sub = subsample(layout, x, c.stride, ws.get("subsample", layout.shape(n, layout.channels(x), ho, wo), dtype))
         cols = layout.matrix(sub)
     else:
-        _, shape = layout.windows(x, c.k, c.stride, ho, wo)
-        cols = im2col(layout, x, c.k, c.stride, ho, wo, ws.get("cols", shape, dtype))
+        view, shape = layout.windows(x, c.k, c.stride, ho, wo)
+        if shape[0] * shape[1] * dtype.itemsize > BAND_MIN_BYTES:
+            if isinstance(out, str):
+                out = layout.matrix(ws.get(out, layout.shape(n, c.c_out, ho, wo), dtype))
+            return _conv_in_bands(layout, ws, c, view, n, ho, wo, shape[1], out), ho, wo
+        cols = window_copy(view, ws.get("cols", shape, dtype))
     if isinstance(out, str):
         out = layout.matrix(ws.get(out, layout.shape(n, c.c_out, ho, wo), dtype))
     return gemm(layout, cols, c.w, out), ho, wo
+
+
+def _conv_in_bands(layout, ws, c, view, n, ho, wo, k_cols, out):
+    """A windowed conv, band by band of output rows (see BAND_BYTES): copy the band's windows,
+    multiply them into the band's rows of `out` (n*ho*wo, O). Every output row is the same dot
+    products as in one big GEMM."""
+    band = max(1, BAND_BYTES // (wo * k_cols * out.dtype.itemsize))  # output rows per band
+    cols = ws.get("cols", (min(band, ho) * wo, k_cols), out.dtype)
+    for i in range(n):
+        for r0 in range(0, ho, band):
+            r1 = min(ho, r0 + band)
+            part = window_copy(view[i:i + 1, r0:r1], cols[:(r1 - r0) * wo])
+            gemm(layout, part, c.w, out[(i * ho + r0) * wo:(i * ho + r1) * wo])
+    return out
 
 
 def _as_4d(layout, matrix, n, c, h, w):
@@ -351,23 +471,31 @@ def stem(p, ws, x, trace=None):
     # The stem's two big temporaries are dead before the first block runs: they borrow the
     # blocks' ping-pong buffers (fewer buffers kept alive; at 800x1066 each is ~55 MB).
     y, h, w = conv(lay, ws, p.stem, xp, n, h, w, "block_a")
-    y += p.stem.b
-    # ReLU straight into the zero-bordered buffer of the max pool (zero padding is exact after a ReLU).
+    # bias and ReLU straight into the zero-bordered buffer of the max pool (zero padding is exact
+    # after a ReLU).
     c = p.stem.c_out
     pp, inner = ws.padded("block_b", lay, n, c, h, w, 1, dt)
-    relu(_as_4d(lay, y, n, c, h, w), out=inner)
+    split(lambda y, out: _bias_relu(y, p.stem.b, out), _as_4d(lay, y, n, c, h, w), inner)
     _record(trace, out_name, lay, inner)
     ho, wo = ops.conv_output_size(h, 3, 2, 1), ops.conv_output_size(w, 3, 2, 1)
     out = ws.get("pool_out", lay.shape(n, c, ho, wo), dt)
-    for i in range(3):
-        for j in range(3):
-            window = lay.spatial(pp, slice(i, i + 2 * ho - 1, 2), slice(j, j + 2 * wo - 1, 2))
-            if i == j == 0:
-                np.copyto(out, window)
-            else:
-                np.maximum(out, window, out=out)
+    # Output row r reads padded rows 2r..2r+2: the halves are split by output row, each given the
+    # padded rows it reads (a view: windows of the two halves overlap by one row, read only).
+    windows = as_strided(pp, (n, ho, wo, 3, 3, c), (pp.strides[0], 2 * pp.strides[1], 2 * pp.strides[2],
+                                                  pp.strides[1], pp.strides[2], pp.strides[3]), writeable=False)
+    split(_max_pool_3x3, out, windows)
     _record(trace, pool_name, lay, out)
     return out, ho, wo
+
+
+def _max_pool_3x3(out, windows):
+    """out (n, ho, wo, C) = the max over each (3, 3) window of `windows` (n, ho, wo, 3, 3, C)."""
+    for i in range(3):
+        for j in range(3):
+            if i == j == 0:
+                np.copyto(out, windows[:, :, :, 0, 0])
+            else:
+                np.maximum(out, windows[:, :, :, i, j], out=out)
 
 
 def bottleneck(p, ws, bp, x, n, h, w, out, trace=None):
@@ -378,30 +506,52 @@ def bottleneck(p, ws, bp, x, n, h, w, out, trace=None):
     names = bp.names
     # 1x1 reduce, bias, ReLU written into the 3x3 conv's zero-bordered input.
     t, _, _ = conv(lay, ws, c1, x, n, h, w, "t1")
-    t += c1.b
     xp, inner = ws.padded(bp.pad_role, lay, n, c1.c_out, h, w, c2.pad, dt)
-    relu(_as_4d(lay, t, n, c1.c_out, h, w), out=inner)
+    split(lambda t, out: _bias_relu(t, c1.b, out), _as_4d(lay, t, n, c1.c_out, h, w), inner)
     _record(trace, names.steps[0], lay, inner)
+    if bp.joint_w is not None:
+        return _bottleneck_joint(p, ws, bp, x, xp, n, h, w, out, trace)
     # 3x3 (the stride is here), bias, ReLU in place.
     t, ho, wo = conv(lay, ws, c2, xp, n, h, w, "t2")
-    t += c2.b
-    relu(t)
     t = _as_4d(lay, t, n, c2.c_out, ho, wo)
+    split(lambda t: _bias_relu(t, c2.b, t), t)
     _record(trace, names.steps[1], lay, t)
-    # 1x1 expand into the block's output, then the shortcut, the biases, ReLU, all in place.
+    # 1x1 expand into the block's output, then the identity shortcut, the bias, ReLU, all in place.
     y, _, _ = conv(lay, ws, c3, t, n, ho, wo, out if isinstance(out, str) else lay.matrix(out))
     if trace is not None:
         _record(trace, names.steps[2], lay, _as_4d(lay, y + c3.b, n, c3.c_out, ho, wo))
-    if bp.shortcut is None:
-        y += lay.matrix(x)
-    else:
-        s, _, _ = conv(lay, ws, bp.shortcut, x, n, h, w, "shortcut")
-        if trace is not None:
-            _record(trace, names.shortcut_out, lay, _as_4d(lay, s + bp.shortcut.b, n, c3.c_out, ho, wo))
-        y += s
-    y += bp.out_bias
-    relu(y)
-    return _as_4d(lay, y, n, c3.c_out, ho, wo), ho, wo
+    y = _as_4d(lay, y, n, c3.c_out, ho, wo)
+    split(lambda y, s: _residual_bias_relu(y, s, bp.out_bias), y, x)
+    return y, ho, wo
+
+
+def _bottleneck_joint(p, ws, bp, x, xp, n, h, w, out, trace=None):
+    """The rest of a block with a shortcut conv, from its 3x3 conv on: the 3x3 conv writes its
+    output t into the left channels of one buffer, the shortcut's input x' (x subsampled by the
+    stride) is copied into the right ones, and a single GEMM [t | x'] @ [W3; Ws] computes
+    conv3(t) + shortcut(x). Then the two biases and ReLU, in place."""
+    lay, dt = p.layout, p.dtype
+    _, c2, c3 = bp.convs
+    names = bp.names
+    c_mid, c_in = c2.c_out, lay.channels(x)
+    ho = ops.conv_output_size(h, c2.k, c2.stride, c2.pad)
+    wo = ops.conv_output_size(w, c2.k, c2.stride, c2.pad)
+    joint = ws.get("joint", lay.shape(n, c_mid + c_in, ho, wo), dt)
+    t, xs = lay.channel_range(joint, 0, c_mid), lay.channel_range(joint, c_mid, c_mid + c_in)
+    conv(lay, ws, c2, xp, n, h, w, lay.matrix(joint)[:, :c_mid])  # BLAS writes the strided columns
+    split(lambda t: _bias_relu(t, c2.b, t), t)
+    _record(trace, names.steps[1], lay, t)
+    subsample(lay, x, bp.stride, xs)
+    if isinstance(out, str):
+        out = ws.get(out, lay.shape(n, c3.c_out, ho, wo), dt)
+    y = gemm(lay, lay.matrix(joint), bp.joint_w, lay.matrix(out))
+    if trace is not None:  # the two halves of the sum, for the trace only
+        tm, xm = lay.matrix(joint)[:, :c_mid], lay.matrix(joint)[:, c_mid:]
+        _record(trace, names.steps[2], lay, _as_4d(lay, tm @ c3.w + c3.b, n, c3.c_out, ho, wo))
+        _record(trace, names.shortcut_out, lay, _as_4d(lay, xm @ bp.shortcut.w + bp.shortcut.b, n, c3.c_out, ho, wo))
+    y = _as_4d(lay, y, n, c3.c_out, ho, wo)
+    split(lambda y: _bias_relu(y, bp.out_bias, y), y)
+    return y, ho, wo
 
 
 def run(p, x, trace=None, keep_stages=True):
@@ -435,6 +585,17 @@ def backbone(params, names, x, trace=None, depths=DEPTHS, layout=DEFAULT_LAYOUT)
     shared with a later call; np.ascontiguousarray() them if C order matters."""
     p = plan(params, names, depths, compute_dtype(params, names, x), layout)
     return [a.transpose(p.layout.inverse) for a in run(p, x, trace)]
+
+
+def last_stage(params, names, x, trace=None, depths=DEPTHS, layout=DEFAULT_LAYOUT):
+    """resnet.backbone(...)[-1], NCHW-shaped (a transposed view), for a caller that consumes it
+    at once (DETR's input projection): it lives in a reused buffer, valid until this thread's
+    next forward, and the earlier stages' outputs are never allocated (at 800x1066 that is about
+    100 MB of fresh, page-faulting memory per image that `backbone` returns). The same values,
+    bit for bit, as backbone(...)[-1]; the trace records every stage as `backbone` does."""
+    p = plan(params, names, depths, compute_dtype(params, names, x), layout)
+    (last,) = run(p, x, trace, keep_stages=False)
+    return last.transpose(p.layout.inverse)
 
 
 def classify(params, pixel_values, trace=None, layout=DEFAULT_LAYOUT):

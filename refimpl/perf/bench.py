@@ -117,6 +117,7 @@ def environment(threads):
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "threads": threads,
+        "refimpl_elementwise_threads": min(2, threads),  # fast.set_elementwise_threads, see thread_limit
         "openblas_env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")},
         "blas": blas_info(),
         "versions": versions,
@@ -125,14 +126,21 @@ def environment(threads):
 
 @contextmanager
 def thread_limit(threads):
-    """numpy's BLAS (and OpenMP) at `threads` for the duration; torch and ORT are told directly."""
+    """numpy's BLAS (and OpenMP) and refimpl's elementwise helper thread (refimpl.models.fast) at
+    `threads` for the duration; torch and ORT are told directly."""
+    from refimpl.models import fast
+
+    previous = fast.set_elementwise_threads(min(2, threads))  # refimpl's own helper thread, too
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(threads):
-        yield
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            yield
+            return
+        with threadpool_limits(threads):
+            yield
+    finally:
+        fast.set_elementwise_threads(previous)
 
 
 def peak_rss_mb():
@@ -442,17 +450,33 @@ def measure_rss(case, peer, ctx, timeout=1800):
 
 # --- profile --------------------------------------------------------------------------------------
 
-def profile_resnet50(weights, batch=1, size=224, repeat=10, threads=None):
+PROFILE_CONDITIONS = {
+    "back_to_back": "each run right after the previous one (a plain profiler loop)",
+    "after_gap": "an idle `gap` before each run (BLAS worker threads asleep when it starts)",
+    "as_benched": "a 2048^3 sgemm (another peer's work: caches and TLB evicted), then the idle `gap`, "
+                  "then the run: what `refimpl bench` times",
+    "as_benched_one_thread": "as as_benched, with the elementwise passes on one thread "
+                             "(fast.set_elementwise_threads(1)): what the helper thread saves",
+}
+
+
+def profile_resnet50(weights, batch=1, size=224, repeat=10, threads=None, gap=GAP_S):
     """Where refimpl's fast ResNet-50 spends its time: the im2col copies (windows and strided 1x1
     subsampling), the GEMMs, and the rest (bias, ReLU, residual adds, max pool, layout change,
-    Python), timed by wrapping fast.im2col / fast.subsample / fast.gemm. Also the readable path's
-    split between im2col (ops.im2col), matmul and the rest (BN, ReLU, pad, adds)."""
+    Python), timed by wrapping fast.window_copy / fast.subsample / fast.gemm. Also the readable path's
+    split between im2col (ops.im2col), matmul and the rest (BN, ReLU, pad, adds).
+
+    The fast path is profiled under each of `PROFILE_CONDITIONS`, rounds interleaved, so that the
+    difference between a profiler's back-to-back total and the bench's median is measured and
+    split into its parts (im2col, GEMM, rest, and the first GEMM of the pass alone, which pays for
+    waking BLAS's worker threads) instead of guessed."""
     from refimpl.models import fast, ops
 
     model = registry.load("resnet-50", weights, path="fast")
     params = model.checkpoint.params
     x, _ = inputs(Case("resnet-50", batch, size, size))
     acc = {}
+    gemm_calls = []
 
     def timed(name, fn):
         def wrapper(*args, **kwargs):
@@ -460,51 +484,89 @@ def profile_resnet50(weights, batch=1, size=224, repeat=10, threads=None):
             try:
                 return fn(*args, **kwargs)
             finally:
-                acc[name] = acc.get(name, 0.0) + time.perf_counter() - t0
+                dt = time.perf_counter() - t0
+                acc[name] = acc.get(name, 0.0) + dt
+                if name == "gemm":
+                    gemm_calls.append(dt)
 
         return wrapper
 
-    def run_profiled(patches, call):
+    @contextmanager
+    def patched(patches):
         originals = {(mod, name): getattr(mod, name) for mod, name, _ in patches}
         for mod, name, label in patches:
             setattr(mod, name, timed(label, originals[(mod, name)]))
         try:
-            call()  # warm-up
-            runs = []
-            for _ in range(repeat):
-                acc.clear()
-                t = _timed(call)
-                runs.append({"total_ms": t, **{k: v * 1e3 for k, v in acc.items()}})
+            yield
         finally:
             for (mod, name), fn in originals.items():
                 setattr(mod, name, fn)
-        return runs
+
+    def one_run(call):
+        acc.clear()
+        gemm_calls.clear()
+        t = _timed(call)
+        return {"total_ms": t, **{k: v * 1e3 for k, v in acc.items()},
+                "first gemm": gemm_calls[0] * 1e3 if gemm_calls else 0.0}
 
     def split(runs, parts):
         # the run with the median total, so the parts add up
         run = sorted(runs, key=lambda r: r["total_ms"])[len(runs) // 2]
-        out = {"total_ms": run["total_ms"]}
+        out = {"total_ms": run["total_ms"], "median_total_ms": statistics.median(r["total_ms"] for r in runs),
+               "min_total_ms": min(r["total_ms"] for r in runs)}
         for p in parts:
             out[p] = run.get(p, 0.0)
         out["rest"] = run["total_ms"] - sum(out[p] for p in parts)
         out["fractions"] = {p: out[p] / run["total_ms"] for p in (*parts, "rest")}
         return out
 
+    fast_call = lambda: fast.classify(params, x)  # noqa: E731
+    evict = sgemm_runner()
+    before = {"back_to_back": lambda: None, "after_gap": lambda: time.sleep(gap),
+              "as_benched": lambda: (evict(), time.sleep(gap)),
+              "as_benched_one_thread": lambda: (evict(), time.sleep(gap))}
+    fast_patches = [(fast, "window_copy", "im2col copy"), (fast, "subsample", "im2col copy"), (fast, "gemm", "gemm")]
     with thread_limit(threads or os.cpu_count()):
-        fast_runs = run_profiled([(fast, "im2col", "im2col copy"), (fast, "subsample", "im2col copy"),
-                                  (fast, "gemm", "gemm")], lambda: fast.classify(params, x))
-        readable_runs = run_profiled([(ops, "im2col", "im2col"), (np, "matmul", "matmul")],
-                                     lambda: resnet.classify(params, x))
+        elementwise = fast.set_elementwise_threads(1)  # what this thread count allows (see thread_limit)
+        fast.set_elementwise_threads(elementwise)
+        with patched(fast_patches):
+            fast_call()  # warm-up
+            runs = {c: [] for c in PROFILE_CONDITIONS}
+            for _ in range(repeat):  # interleaved, so machine noise lands on every condition alike
+                for condition in PROFILE_CONDITIONS:
+                    if condition == "back_to_back":
+                        fast_call()  # the run before, with nothing in between
+                    before[condition]()
+                    fast.set_elementwise_threads(1 if condition == "as_benched_one_thread" else elementwise)
+                    try:
+                        runs[condition].append(one_run(fast_call))
+                    finally:
+                        fast.set_elementwise_threads(elementwise)
+        with patched([(ops, "im2col", "im2col"), (np, "matmul", "matmul")]):
+            resnet.classify(params, x)  # warm-up
+            readable_runs = [one_run(lambda: resnet.classify(params, x)) for _ in range(repeat)]
     flops = model_flops(Case("resnet-50", batch, size, size))
-    fast_split = split(fast_runs, ("im2col copy", "gemm"))
-    fast_split["gemm_gflops"] = flops / fast_split["gemm"] / 1e6
+    conditions = {}
+    for condition, condition_runs in runs.items():
+        s = split(condition_runs, ("im2col copy", "gemm"))
+        s["gemm_gflops"] = flops / s["gemm"] / 1e6
+        s["first_gemm_ms"] = statistics.median(r["first gemm"] for r in condition_runs)
+        conditions[condition] = s
+    base = conditions["back_to_back"]
+    gap_split = {c: {"total_ms": conditions[c]["median_total_ms"] - base["median_total_ms"],
+                     **{p: conditions[c][p] - base[p] for p in ("im2col copy", "gemm", "rest")},
+                     "first_gemm_ms": conditions[c]["first_gemm_ms"] - base["first_gemm_ms"]}
+                 for c in PROFILE_CONDITIONS if c != "back_to_back"}
     readable_split = split(readable_runs, ("im2col", "matmul"))
-    return {"model": "resnet-50", "batch": batch, "size": size, "repeat": repeat, "fast": fast_split,
-            "readable": readable_split, "notes": (
+    return {"model": "resnet-50", "batch": batch, "size": size, "repeat": repeat, "gap_s": gap,
+            "fast": conditions["back_to_back"], "fast_conditions": conditions, "conditions": PROFILE_CONDITIONS,
+            "gap_vs_back_to_back": gap_split, "readable": readable_split, "notes": (
                 "fast: 'im2col copy' = the window copies of the 3x3/7x7 convs plus the strided 1x1 "
                 "subsampling; 'gemm' = the 53 conv matmuls; 'rest' = bias, ReLU, residual adds, max pool, "
                 "layout change and Python. readable: 'im2col' = ops.im2col (np.pad + the window copy, the "
-                "max pool's too), 'matmul' = every np.matmul, 'rest' = BN, ReLU, adds, the pool's max, Python.")}
+                "max pool's too), 'matmul' = every np.matmul, 'rest' = BN, ReLU, adds, the pool's max, Python. "
+                "gap_vs_back_to_back: each condition's median total minus back_to_back's, and the same for "
+                "each part (of the median-total run).")}
 
 
 # --- the whole run ----------------------------------------------------------------------------
@@ -559,7 +621,7 @@ def run(models=("resnet-50",), batches=(1, 8), peers=PEERS, repeat=10, threads=N
                                         "gflop": flops / 1e9, "sgemm": sgemm, "peers": list(rows.values())})
         if profile and "resnet-50" in ctx.weights:
             log("profiling refimpl's ResNet-50 (batch 1)")
-            report["profile"] = profile_resnet50(ctx.weights["resnet-50"], 1, size, max(3, repeat), threads)
+            report["profile"] = profile_resnet50(ctx.weights["resnet-50"], 1, size, max(3, repeat), threads, gap)
     return report
 
 
@@ -604,4 +666,11 @@ def format_report(report):
             parts = ", ".join(f"{k} {s[k]:.1f} ms ({s['fractions'][k]:.0%})" for k in s["fractions"])
             lines.append(f"  {path}: total {s['total_ms']:.1f} ms = {parts}")
         lines.append(f"  fast GEMMs alone run at {p['fast']['gemm_gflops']:.0f} GFLOP/s")
+        for condition, s in p.get("fast_conditions", {}).items():
+            parts = ", ".join(f"{k} {s[k]:.1f}" for k in ("im2col copy", "gemm", "rest"))
+            lines.append(f"  fast, {condition}: median {s['median_total_ms']:.1f} ms (min {s['min_total_ms']:.1f}); "
+                         f"median run: {parts} ms; first GEMM {s['first_gemm_ms']:.2f} ms")
+        for condition, d in p.get("gap_vs_back_to_back", {}).items():
+            lines.append(f"  {condition} - back_to_back: {d['total_ms']:+.1f} ms (im2col {d['im2col copy']:+.1f}, "
+                         f"GEMM {d['gemm']:+.1f}, rest {d['rest']:+.1f}; first GEMM {d['first_gemm_ms']:+.2f})")
     return "\n".join(lines)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from refimpl.errors import CheckpointMismatchError, ConfigFileError, PreprocessorConfigError
-from refimpl.models import check_path, detr, fast, record, resnet
+from refimpl.models import check_path, detr, fast, fast_detr, record, resnet
 from refimpl.pipeline import decode, postprocess, preprocess
 from refimpl.pipeline.weights import PREPROCESSOR_FILE, Checkpoint, load_checkpoint
 
@@ -176,6 +176,8 @@ class DETR(LoadedModel):
         the backbone computed by `self.path`. `trace`, a dict, receives every named intermediate
         (see refimpl.models.detr.forward)."""
         pixel_values = pixel_values.astype(self.dtype, copy=False)
+        if self.path == "fast":  # fast.py's backbone, fast_detr.py's transformer
+            return fast_detr.forward(self.checkpoint.params, self.hparams, pixel_values, pixel_mask, trace)
         return detr.forward(self.checkpoint.params, self.hparams, pixel_values, pixel_mask, trace, self.path)
 
     def postprocess(self, outputs, sizes, threshold=0.5):
