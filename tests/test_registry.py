@@ -158,8 +158,8 @@ def rel(a, b):
 
 
 def test_detr_fast_path_agrees_with_the_reference_on_every_traced_tensor(detr_traces):
-    """DETR's fast path is fast.py's backbone under the same transformer. Every tensor the fast
-    path computes (the backbone's) is within 1e-5 of the reference in float32; downstream, peaked
+    """DETR's fast path is fast.py's backbone under fast_detr.py's transformer. The backbone's
+    tensors are within 1e-5 of the reference in float32; downstream, peaked
     attention amplifies the backbone's last-bit differences (README, "Detection": transformers'
     own float32 run is as far from float64), so there each tensor is held to 1e-5 or to 3x the
     reference's own float32-vs-float64 error on it, whichever is larger. float64: 1e-12 everywhere."""

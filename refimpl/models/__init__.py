@@ -5,12 +5,12 @@
     fast.py    the same ResNet-50 computed faster (BN folded, NHWC, reused buffers), checked
                against resnet.py on every traced tensor
     detr.py    DETR-ResNet-50: backbone, sine positions, encoder, decoder, heads
+    fast_detr.py  DETR's fast path: fast.py's backbone and the same transformer with fewer passes
 
 Nothing here imports anything of refimpl outside this package but `refimpl.errors`.
 
 Which code computes a ResNet backbone is an explicit argument, `path`, never a default hidden in
-a module: "reference" runs resnet.py, "fast" runs fast.py (DETR's transformer is the same code on
-both paths; only its backbone differs).
+a module: "reference" runs resnet.py and detr.py, "fast" runs fast.py (and fast_detr.py for DETR).
 """
 
 PATHS = ("reference", "fast")
