@@ -11,6 +11,7 @@ from refimpl.synth.resnet import build_resnet50
 # every test file can use them.
 from fixtures_detr import *  # noqa: E402,F401,F403
 from fixtures_contract import *  # noqa: E402,F401,F403
+from fixtures_audit import weights  # noqa: E402,F401
 
 REFERENCE_STACK = ("numpy", "torch", "torchvision", "transformers", "timm", "pillow", "safetensors", "hypothesis")
 

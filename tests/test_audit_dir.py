@@ -10,34 +10,17 @@ import stat
 import sys
 
 import pytest
-from PIL import Image
 
-from hf_trace import small_checkpoint
-from images import encode, pixels
 from refimpl.cli import main
 from refimpl.conformance import audit_dir as audit_module
 from refimpl.conformance.audit_dir import audit_dir, read_records
 from refimpl.errors import ResultsFileError
 from refimpl.serving import contract
+from fixtures_audit import photo  # the `weights` fixture comes through conftest
 
 RESNET = "@cf/microsoft/resnet-50"
 DETR = "@cf/facebook/detr-resnet-50"
 
-
-def sharper_classifier(params):
-    """Logits x3: top-5 scores like a trained model's (about 0.6, 0.15, 0.06, ...), not a near tie."""
-    return dict(params, **{k: 3 * params[k] for k in ("classifier.1.weight", "classifier.1.bias")})
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory, resnet50_dir):
-    """The synthesized ResNet-50 on 64 px inputs, with a sharper classifier."""
-    folder = tmp_path_factory.mktemp("resnet-50-64px")
-    return str(small_checkpoint(folder, resnet50_dir, edit=sharper_classifier, size={"shortest_edge": 64}))
-
-
-def photo(seed, h=60, w=80):
-    return encode(Image.fromarray(pixels(h, w, seed=seed)), "PNG")
 
 
 def envelope(result):

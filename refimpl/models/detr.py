@@ -255,7 +255,9 @@ def forward(params, hp, pixel_values, pixel_mask=None, trace=None, path="referen
       `class_labels_classifier` (= logits), `bbox_predictor` (before the sigmoid), `pred_boxes`.
 
     path: which code computes the backbone, "reference" (resnet.py) or "fast" (fast.py); the
-    transformer and the heads are this module's code on both paths.
+    transformer and the heads are this module's code either way. A loaded DETR on the fast path
+    runs fast_detr.forward instead; path="fast" here exists so that fast_detr's transformer can be
+    held against this one on the same backbone (tests/test_fast.py).
     """
     dtype = pixel_values.dtype.type
     if pixel_mask is None:
