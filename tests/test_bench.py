@@ -11,7 +11,7 @@ from refimpl.cli import main
 @pytest.mark.slow
 def test_bench_json_has_the_documented_keys(resnet50_dir, capsys):
     code = main(["bench", "--json", "--repeat", "1", "--models", "resnet-50", "--batch", "1", "--size", "32", "--gap", "0",
-                 "--peers", "refimpl,refimpl-readable,pytorch", "--weights", f"resnet-50={resnet50_dir}",
+                 "--peers", "refimpl,refimpl-readable,refimpl-gemms,pytorch", "--weights", f"resnet-50={resnet50_dir}",
                  "--threads", "1", "--profile"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
@@ -28,7 +28,7 @@ def test_bench_json_has_the_documented_keys(resnet50_dir, capsys):
             assert key in case
         assert case["gflop"] > 0 and case["sgemm"]["median_gflops"] > 0
         peers = {p["peer"]: p for p in case["peers"]}
-        assert set(peers) == {"refimpl", "refimpl-readable", "pytorch"}
+        assert set(peers) == {"refimpl", "refimpl-readable", "refimpl-gemms", "pytorch"}
         for row in peers.values():
             assert row["status"] == "ok", row
             for key in bench.PEER_KEYS:
@@ -75,3 +75,28 @@ def test_text_report_names_the_blas_and_the_environment(resnet50_dir):
                        size=32, rss=False, gap=0, log=lambda *a: None)
     text = bench.format_report(report)
     assert "numpy BLAS:" in text and "OPENBLAS env:" in text and "refimpl" in text
+
+
+def test_the_gemm_floor_replays_exactly_the_fast_paths_gemms(resnet50_dir, tmp_path):
+    """The `refimpl-gemms` peer records the fast forward's GEMM calls and replays them: replaying
+    reproduces what the forward's last GEMM wrote (same operands, same buffers), and it makes one
+    matmul per conv (53 convs, minus the 4 shortcuts merged into conv3: 49) at batch 1."""
+    import numpy as np
+
+    from refimpl.models import fast
+
+    case = bench.Case("resnet-50", 1, 64, 64)
+    ctx = bench.Context(weights={"resnet-50": resnet50_dir}, threads=1, workdir=tmp_path)
+    calls = []
+    original = np.matmul
+    run = bench.setup_gemm_floor(case, ctx)
+    try:
+        np.matmul = lambda a, b, out=None: calls.append((a.shape, b.shape)) or original(a, b, out=out)
+        run()
+    finally:
+        np.matmul = original
+    assert len(calls) == 49
+    assert calls[0] == ((32 * 32, 147), (147, 64))  # the stem: 7x7x3 columns, 64 channels
+    assert fast.gemm is not None and fast.gemm.__name__ == "gemm"  # the recording patch was undone
+    with pytest.raises(bench.Skip, match="ResNet-50 only"):
+        bench.setup_gemm_floor(bench.Case("detr-resnet-50", 1, 64, 64), ctx)

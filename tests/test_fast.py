@@ -2,6 +2,7 @@
 tensor by tensor, and against transformers end to end; BN folding as algebra; the explicit path
 of loaded models; the fold cache and the reused buffers."""
 
+import os
 import threading
 
 import numpy as np
@@ -334,3 +335,17 @@ def test_last_stage_equals_the_backbones_last_stage_bit_for_bit(params):
     assert list(t2) == list(t1)
     for name in t1:
         np.testing.assert_array_equal(t2[name], t1[name], err_msg=name)
+
+
+@pytest.mark.parametrize("env, expected", [({"OPENBLAS_NUM_THREADS": "1"}, 1), ({"OMP_NUM_THREADS": "1"}, 1),
+                                           ({}, min(2, os.cpu_count() or 1))])
+def test_one_blas_thread_means_one_elementwise_thread(env, expected):
+    """A worker process told to run BLAS on one thread (refimpl evaluate's workers) does not
+    start the elementwise helper thread either: the workers already use every core."""
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    code = "from refimpl.models import fast; print(fast._HELPER['threads'])"
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True)
+    assert int(out.stdout) == expected

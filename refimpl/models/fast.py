@@ -315,7 +315,20 @@ def release_buffers():
 # the helper costs tens of microseconds.
 
 SPLIT_MIN_ELEMENTS = 1 << 17  # passes over fewer elements than this are not split
-_HELPER = {"threads": min(2, os.cpu_count() or 1), "pool": None}
+
+
+def _default_threads():
+    """2 on a machine with 2 or more cores, unless BLAS was told to use one thread (a process
+    that is one of several workers, e.g. `refimpl evaluate --workers N`): then 1, so that the
+    workers do not fight over the cores (measured: with the other core busy, a split pass waits
+    for it and the forward takes twice as long)."""
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(variable, "").strip() == "1":
+            return 1
+    return min(2, os.cpu_count() or 1)
+
+
+_HELPER = {"threads": _default_threads(), "pool": None}
 _HELPER_LOCK = threading.Lock()
 
 

@@ -42,11 +42,13 @@ from refimpl import registry
 from refimpl.models import resnet
 from refimpl.viz import summary
 
-PEERS = ("refimpl", "refimpl-readable", "pytorch", "onnxruntime", "onnx-reference")
+PEERS = ("refimpl", "refimpl-readable", "refimpl-gemms", "pytorch", "onnxruntime", "onnx-reference")
 MODELS = tuple(spec.name for spec in registry.MODELS)
 PEER_DOC = {
     "refimpl": "refimpl, path fast (refimpl/models/fast.py: BN folded, one GEMM per conv)",
     "refimpl-readable": "refimpl, path reference (refimpl/models/resnet.py, one op per line)",
+    "refimpl-gemms": "only the fast path's GEMMs (ResNet-50), on its own buffers, in its order: the floor "
+                     "of any im2col + this BLAS implementation",
     "pytorch": "PyTorch eager: transformers model on the same weights, torch.no_grad()",
     "onnxruntime": "ONNX Runtime CPU: the transformers model exported with torch.onnx.export",
     "onnx-reference": "onnx.reference.ReferenceEvaluator: ONNX's pure-numpy evaluator, same export",
@@ -202,6 +204,37 @@ def setup_refimpl(case, ctx, path="fast"):
     return lambda: model.forward(x, mask)
 
 
+def setup_gemm_floor(case, ctx):
+    """The fast path's GEMMs alone: one forward is run with `fast.gemm` recording each call's
+    operands (the very views into fast.py's reused buffers, so strides and cache behaviour are the
+    forward's), then each run replays those matmuls in order. What remains of a forward once
+    everything but its GEMMs is free: no im2col + numpy-BLAS implementation can be faster."""
+    from refimpl.models import fast
+
+    if registry.get(case.model).task != "image-classification":
+        raise Skip("ResNet-50 only")
+    x, _ = inputs(case)
+    model = registry.get(case.model).load(ctx.weights[registry.get(case.model).name], path="fast")
+    calls = []
+    original = fast.gemm
+
+    def recording(layout, cols, w, out):
+        calls.append((cols, w, out))
+        return original(layout, cols, w, out)
+
+    fast.gemm = recording
+    try:
+        model.forward(x)
+    finally:
+        fast.gemm = original
+
+    def run():
+        for cols, w, out in calls:
+            np.matmul(cols, w, out=out)
+
+    return run
+
+
 def setup_pytorch(case, ctx):
     try:
         import torch
@@ -332,6 +365,7 @@ def setup_onnx_reference(case, ctx):
 SETUPS = {
     "refimpl": lambda case, ctx: setup_refimpl(case, ctx, path="fast"),
     "refimpl-readable": lambda case, ctx: setup_refimpl(case, ctx, path="reference"),
+    "refimpl-gemms": setup_gemm_floor,
     "pytorch": setup_pytorch,
     "onnxruntime": setup_onnxruntime,
     "onnx-reference": setup_onnx_reference,
