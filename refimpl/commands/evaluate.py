@@ -6,7 +6,8 @@ Classification: DATA is an ImageNet-style folder (one subfolder per class, named
 such as n01440764, by class index, or by label), or any folder with --labels FILE (CSV
 file,label; label a class index or an id2label name). Detection: DATA is a folder of images and
 --annotations a COCO instances_*.json; every query's detection is scored with pycocotools'
-COCOeval (pip install 'refimpl[evaluate]').
+COCOeval (pip install 'refimpl[evaluate]'). --claimed DIR audits a service's claimed responses
+(DIR/NAME.json at each image's place) like audit-dir, with the dataset statistics.
 
 One JSON line per image goes to --out (default DATA/evaluate-<model>.jsonl) as it is computed; a
 rerun resumes (--restart starts over). --workers N (default: one per core) processes compute,
@@ -16,7 +17,7 @@ usage errors, 130 when interrupted (rerun to resume)."""
 
 import argparse
 
-from .common import add_model_options, print_json
+from .common import add_judging_options, add_model_options, judging_options, print_json
 
 
 def register(sub):
@@ -36,6 +37,10 @@ def register(sub):
     p.add_argument("--ray", metavar="ADDRESS",
                    help="run on a Ray cluster: auto (the running one), local (start one here) or ray://HEAD:10001; "
                         "images are read by the workers from the same path (pip install 'refimpl[evaluate]')")
+    p.add_argument("--claimed", metavar="DIR",
+                   help="also audit claimed responses: DIR/NAME.json at each image's place (as audit-dir), "
+                        "with the dataset statistics (agreement, score differences, confusion, claimed AP)")
+    add_judging_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal anyway)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
@@ -47,10 +52,11 @@ def run(args):
     for name in ("limit", "workers", "batch", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name} must be at least 1")
+    tol, accept = judging_options(args)
     report = evaluate(args.data, args.model.name, annotations=args.annotations, labels=args.labels, out=args.out,
                       limit=args.limit, workers=args.workers, batch=args.batch, threads=args.threads, ray=args.ray, restart=args.restart,
                       progress=not args.no_progress, weights=args.weights, revision=args.revision, dtype=args.dtype,
-                      path=args.path)
+                      path=args.path, claimed=args.claimed, tolerances=tol, accept=accept)
     if args.json:
         print_json(report)
     else:

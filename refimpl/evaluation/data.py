@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from refimpl.conformance.coco_ap import read_coco  # noqa: F401  (audit-dir reads annotations too)
 from refimpl.errors import DatasetError
 from refimpl.pipeline.postprocess import seed_label
 
@@ -114,20 +115,6 @@ def _items_from_csv(folder, labels, id2label):
             seen.add(name)
             items.append(Item(Path(name).as_posix(), path, label_index(label, id2label, f"{labels} line {number}")))
     return items
-
-
-def read_coco(annotations):
-    """The COCO annotation file as a dict, checked for what evaluation needs."""
-    annotations = Path(annotations)
-    if not annotations.is_file():
-        raise DatasetError(f"no such annotation file: {annotations}")
-    try:
-        data = json.loads(annotations.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise DatasetError(f"{annotations} is not JSON: {e}") from None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
-        raise DatasetError(f"{annotations} is not a COCO instances file (needs lists 'images', 'annotations', 'categories')")
-    return data
 
 
 def detection_items(folder, coco):

@@ -37,6 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from refimpl import registry
+from refimpl.conformance import audit_dir
 from refimpl.conformance.audit_dir import Appender, open_results
 from refimpl.errors import DatasetError, RefimplError, ResultsFileError
 from refimpl.evaluation import data as datasets
@@ -69,7 +70,8 @@ def is_evaluate_record(rec):
 
 
 def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, limit=None, workers=None, batch=None,
-             threads=None, ray=None, restart=False, progress=True, weights=None, revision=None, dtype="float32", path="fast"):
+             threads=None, ray=None, restart=False, progress=True, weights=None, revision=None, dtype="float32", path="fast",
+             claimed=None, tolerances=None, accept=()):
     """Evaluate `model` on the dataset `data` (see refimpl.evaluation.data) -> the report (dict).
 
     out: the results file (default DATA/evaluate-<model>.jsonl); a rerun resumes it. limit: the
@@ -78,7 +80,11 @@ def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, l
     BLAS threads per worker (default 1). Records depend on batch and threads, never on workers.
     ray: None (this machine), or a Ray address ("auto": the running cluster, "local": start one
     here, "ray://head:10001"; a Ray already initialised in this process is used as it is):
-    `workers` actors (default: the cluster's CPUs // threads) compute the same records."""
+    `workers` actors (default: the cluster's CPUs // threads) compute the same records.
+    claimed: a folder of claimed responses, `NAME.json` at each image's place (`DIR/cls/img.json`
+    for the image `cls/img.png`): each image's record also holds its audit-dir record (`audit`,
+    judged with `tolerances` and `accept` as audit-dir judges) and the report the audits'
+    dataset statistics (refimpl.conformance.audit_dir.statistics)."""
     spec = registry.get(model)
     detection = spec.task == "object-detection"
     if detection and annotations is None:
@@ -106,12 +112,17 @@ def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, l
     if min(batch, threads) < 1 or workers < (0 if ray else 1):
         raise ValueError("batch, workers and threads must be at least 1")
     out = Path(out) if out else Path(data) / f"evaluate-{spec.name}.jsonl"
-    setup = setup_digest(loaded, batch, threads)
+    judged = None
+    if claimed is not None:
+        if not Path(claimed).is_dir():
+            raise DatasetError(f"--claimed: no such folder: {claimed}")
+        judged = {"claimed": str(Path(claimed).resolve()), "tolerances": tolerances, "accept": list(accept)}
+    setup = setup_digest(loaded, batch, threads, judged)
     records = _own_records(out, spec, loaded, setup, restart)
     done = {r["image"] for r in records}
     batches = [items[i:i + batch] for i in range(0, len(items), batch)]
     todo = [b for b in batches if any(item.name in wanted and item.name not in done for item in b)]
-    job = {"model": spec.name, "loading": loading, "task": spec.task, "categories": cats,
+    job = {"model": spec.name, "loading": loading, "task": spec.task, "categories": cats, "judged": judged,
            "weights_sha256": loaded.checkpoint.sha256, "setup": setup, "hosted_name": spec.hosted_name}
     stream = progress if hasattr(progress, "write") else sys.stderr
     bar = tqdm(total=len(wanted - done), file=stream, unit="image",
@@ -138,9 +149,13 @@ def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, l
     else:
         found = metrics.classification_metrics(mine)
     published = PUBLISHED.get(spec.repo_id)
+    audits = [r["audit"] for r in mine if r.get("audit")] if judged else None
     return {
         "task": spec.task, "model": spec.hosted_name, "data": str(data), "n_images": len(mine),
         "metrics": found,
+        "claimed": None if audits is None else {
+            "folder": str(claimed), "judged_images": len(audits), "by_status": audit_dir.count_statuses(audits),
+            "statistics": audit_dir.statistics(audits, coco)},
         "published": published, "official_weights": loaded.checkpoint.source == spec.repo_id,
         "weights_sha256": loaded.checkpoint.sha256, "path": path, "dtype": dtype,
         "errors": [{"image": r["image"], "error": r["error"]} for r in mine if r.get("error")],
@@ -152,12 +167,15 @@ def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, l
     }
 
 
-def setup_digest(loaded, batch, threads):
+def setup_digest(loaded, batch, threads, judged=None):
     """What decides a record besides the weights and the image: the preprocessor config, the
     dtype, the path, the batch and the BLAS threads per worker (float32 sums may round
-    differently in another batch shape or with another thread count)."""
+    differently in another batch shape or with another thread count); with claims, where they
+    are and how they are judged (records with and without audits never mix)."""
     about = {"preprocessor": loaded.checkpoint.preprocessor, "dtype": np.dtype(loaded.dtype).name,
              "path": loaded.path, "batch": batch, "threads": threads}
+    if judged is not None:
+        about["judged"] = {"claimed": judged["claimed"], "accept": judged["accept"], "tolerances": repr(judged["tolerances"])}
     return hashlib.sha256(json.dumps(about, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -248,7 +266,7 @@ class RayWorker:
 
     def __init__(self, job):
         self.job = job
-        self.model = registry.load(job["model"], **job["loading"])
+        self.model = audit_dir.judging_model(job["model"], **job["loading"])
 
     def run(self, batch):
         return run_batch(self.model, self.job, batch)
@@ -259,7 +277,7 @@ _WORKER = {}
 
 def _worker_init(job):
     _WORKER["job"] = job
-    _WORKER["model"] = registry.load(job["model"], **job["loading"])
+    _WORKER["model"] = audit_dir.judging_model(job["model"], **job["loading"])
 
 
 def _worker_run(batch):
@@ -291,6 +309,12 @@ def run_batch(loaded, job, batch):
         for rec, pixels in images:  # one image per forward: DETR's padding would change the answer
             detections = loaded.predict(pixels, shape="reference", threshold=None)[0]
             rec["detections"] = coco_detections(detections, job["categories"])
+    if job.get("judged"):
+        j = job["judged"]
+        for rec, item in zip(records, batch):
+            claim = Path(j["claimed"]) / Path(item.name).with_suffix(".json")
+            rec["audit"] = audit_dir.audit_record(item.path, job["model"], claim, item.name, j["tolerances"], j["accept"],
+                                                  **job["loading"])
     return records
 
 
@@ -334,6 +358,11 @@ def format_report(report):
         which = "these are the official weights" if report["official_weights"] else "not these weights"
         figures = ", ".join(f"{k} {v}" for k, v in report["published"].items() if k != "source")
         lines.append(f"  published for the official weights: {figures} ({report['published']['source']}; {which})")
+    if report.get("claimed"):
+        c = report["claimed"]
+        lines.append(f"  claimed responses ({c['folder']}), {c['judged_images']} image(s) audited: "
+                     + (", ".join(f"{k}: {v}" for k, v in c["by_status"].items()) or "none"))
+        lines += audit_dir.format_statistics(c["statistics"])
     if report["errors"]:
         lines.append(f"  {len(report['errors'])} image(s) refimpl refuses (counted as wrong / no detection), "
                      f"e.g. {report['errors'][0]['image']}: {report['errors'][0]['error']}")
