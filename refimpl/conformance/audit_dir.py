@@ -164,6 +164,7 @@ def _audit_one(image, name, tolerances, accept, loading, claim=None, label=None)
     is named in the record (default its file name). Detection records also keep the claimed
     detections (`claimed_result`), which the dataset's AP is computed from (`claimed_ap`)."""
     claim = Path(claim) if claim is not None else image.with_suffix(".json")
+    label = label or image.name
     try:
         if claim.is_file():
             rec = audit(image, claim, name, tolerances, accept, **loading).to_dict()
@@ -171,28 +172,29 @@ def _audit_one(image, name, tolerances, accept, loading, claim=None, label=None)
             if registry.get(name).task == "object-detection":
                 rec["claimed_result"] = _claimed_result(claim)
         else:
-            data = image.read_bytes()
+            data = bytes(image) if isinstance(image, (bytes, bytearray)) else image.read_bytes()
             try:
                 reference, _ = judging.reference(name, data, top_k=5, **loading)
                 reference = _contract_output(name, reference, tolerances or judging.Tolerances())
                 problems = []
             except RefimplError as e:
                 reference, problems = None, [f"refimpl refuses this image: {e}"]
-            rec = AuditResult(image.name, name, "no-claim", True, reference=reference, input_sha256=sha256_bytes(data),
+            rec = AuditResult(label, name, "no-claim", True, reference=reference, input_sha256=sha256_bytes(data),
                               problems=problems).to_dict()
     except WeightsError:  # no model, no audit: stop the run (it resumes once the weights are there)
         raise
     except (OSError, RefimplError) as e:  # this image only: an unreadable file, ...
-        rec = AuditResult(image.name, name, "error", False, problems=[f"{type(e).__name__}: {e}"]).to_dict()
-    rec["image"] = label or image.name
+        rec = AuditResult(label, name, "error", False, problems=[f"{type(e).__name__}: {e}"]).to_dict()
+    rec["image"] = label
     return rec
 
 
 def audit_record(image, model, claim, label, tolerances=None, accept=(), **loading):
     """The audit-dir record of one image judged against the claim file `claim` (the same rules
     as audit-dir: no file, a `no-claim` record with the reference; an unreadable image, an
-    `error` record), named `label` in the record. `refimpl evaluate --claimed` records these."""
-    return _audit_one(Path(image), registry.get(model).hosted_name, tolerances, accept, loading, claim, label)
+    `error` record), named `label` in the record. image: a path or the encoded bytes. `refimpl evaluate --claimed` records these."""
+    image = image if isinstance(image, (bytes, bytearray)) else Path(image)
+    return _audit_one(image, registry.get(model).hosted_name, tolerances, accept, loading, claim, label)
 
 
 def judging_model(model, **loading):
