@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 import refimpl
 from refimpl.cli import main
@@ -92,8 +93,10 @@ def same(ours, direct):
 def test_claimed_ap_of_audit_dir_and_evaluate_equal_pycocotools(det_claims, tmp_path, capsys):
     folder, weights = det_claims
     images = folder / "images"
-    summary = audit_dir(images, "detr", out=tmp_path / "audit.jsonl", progress=False, weights=weights,
-                        annotations=folder / "instances.json")
+    # one BLAS thread, as evaluate's workers (OpenBLAS rounds float32 sums differently with two)
+    with threadpool_limits(1):
+        summary = audit_dir(images, "detr", out=tmp_path / "audit.jsonl", progress=False, weights=weights,
+                            annotations=folder / "instances.json")
     records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert sum(len(r["reference"]) for r in records) >= 6  # a ground truth worth the name
     ap = summary["statistics"]["ap_vs_reference"]

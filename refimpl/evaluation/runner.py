@@ -40,6 +40,7 @@ from tqdm import tqdm
 from refimpl import registry
 from refimpl.conformance import audit_dir
 from refimpl.conformance.audit_dir import Appender, open_results
+from refimpl.conformance.judge import Tolerances
 from refimpl.errors import DatasetError, RefimplError, ResultsFileError
 from refimpl.evaluation import data as datasets
 from refimpl.evaluation import defaults
@@ -121,7 +122,8 @@ def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, l
     if claimed is not None:
         if not Path(claimed).is_dir():
             raise DatasetError(f"--claimed: no such folder: {claimed}")
-        judged = {"claimed": str(Path(claimed).resolve()), "tolerances": tolerances, "accept": list(accept)}
+        # the defaults spelled out: the setup of a run given them explicitly (the command line) is the same
+        judged = {"claimed": str(Path(claimed).resolve()), "tolerances": tolerances or Tolerances(), "accept": list(accept)}
     setup = setup_digest(loaded, batch, threads, judged)
     records = _own_records(out, spec, loaded, setup, restart)
     done = {r["image"] for r in records}
