@@ -18,7 +18,6 @@ the images are the annotation file's `images`, found by `file_name` in the folde
 """
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
