@@ -119,6 +119,12 @@ def test_claimed_ap_of_audit_dir_and_evaluate_equal_pycocotools(det_claims, tmp_
     text = capsys.readouterr().out
     assert f"claimed AP, refimpl's detections as ground truth: AP {ap['AP']:.3f}" in text
     assert "AP against the annotations (6 image(s)): refimpl AP" in text
+    # audit-dir on the command line: its complete results file is only read (nothing computed again)
+    assert main(["audit-dir", str(images), "--model", "detr", "--weights", weights, "--out", str(tmp_path / "audit.jsonl"),
+                 "--annotations", str(folder / "instances.json"), "--no-progress"]) == 1  # the claims disagree
+    text = capsys.readouterr().out
+    assert f"claimed AP, refimpl's detections as ground truth: AP {ap['AP']:.3f}" in text
+    assert f"refimpl AP {both['reference']['AP']:.3f}" in text and f"claimed AP {both['claimed']['AP']:.3f}" in text
 
 
 @pytest.mark.slow
