@@ -56,6 +56,28 @@ def test_ray_writes_the_records_of_the_local_run(local_ray, resnet50_small_dir, 
     assert len({json.loads(line)["image"] for line in records(tmp_path / "ray.jsonl")}) == 20
 
 
+@pytest.mark.slow
+def test_ray_audits_claims_as_the_local_run(local_ray, resnet50_small_dir, tmp_path):
+    """--claimed on Ray: the actors judge each claim with audit-dir's code, as the local workers do."""
+    import refimpl
+
+    weights = str(resnet50_small_dir)
+    data = tmp_path / "data"
+    make_classification(data, weights=weights, n=8, seed=7)
+    model = refimpl.load("resnet-50", weights)
+    for i, image in enumerate(sorted(data.glob("*/*.png"))):
+        answer = model(image, top_k=5)
+        if i % 2:
+            answer = answer[:4]  # a shorter answer: judged against a 4-item reference
+        image.with_suffix(".json").write_text(json.dumps(answer))
+    local = evaluate(data, "resnet-50", out=tmp_path / "local.jsonl", workers=1, progress=False, weights=weights,
+                     claimed=data)
+    on_ray = evaluate(data, "resnet-50", out=tmp_path / "ray.jsonl", ray="auto", progress=False, weights=weights,
+                      claimed=data)
+    assert records(tmp_path / "ray.jsonl") == records(tmp_path / "local.jsonl")
+    assert on_ray["claimed"] == local["claimed"] and local["claimed"]["judged_images"] == 8
+
+
 def descendants(pid, seen, stop):
     """Collect into `seen` every process below `pid` (Ray's GCS, raylet, workers, ...) until `stop`."""
     import psutil
