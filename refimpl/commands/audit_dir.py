@@ -6,7 +6,8 @@ bar on stderr, and resumes where it stopped: a rerun skips the images already re
 (--restart starts over). --out must be new, empty or audit-dir's own results for this model:
 anything else is refused untouched. Prints a summary of every recorded image with dataset
 statistics (top-1 and top-5-set agreement, score differences, rank correlation, confusion,
-counts per signature). Exit status: 0 when every claim
+counts per signature; detection: the claimed detections' AP with refimpl's as ground truth, and
+with --annotations both services' AP). Exit status: 0 when every claim
 agrees (or is explained by --accept'ed signatures), 1 otherwise, 2 on usage errors, 130 when
 interrupted (rerun to resume)."""
 
@@ -22,6 +23,8 @@ def register(sub):
     add_model_options(p, "fast")
     add_judging_options(p)
     p.add_argument("--out", metavar="RESULTS.jsonl", help="results file (default DIR/audit.jsonl)")
+    p.add_argument("--annotations", metavar="ANN.json",
+                   help="COCO instances file of the images (detection): both services' AP against it")
     p.add_argument("--restart", action="store_true", help="discard earlier results and audit everything again")
     p.add_argument("--limit", type=int, metavar="N", help="audit at most N more images in this run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal anyway)")
@@ -38,7 +41,7 @@ def run(args):
         raise ValueError("--limit must be >= 0")
     summary = audit_dir(args.folder, args.model.name, args.out, tol, accept, restart=args.restart, limit=args.limit,
                         progress=not args.no_progress, weights=args.weights, revision=args.revision,
-                        dtype=args.dtype, path=args.path)
+                        dtype=args.dtype, path=args.path, annotations=args.annotations)
     if args.json:
         print_json(summary)
     else:

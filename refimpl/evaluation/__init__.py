@@ -8,10 +8,16 @@
 
 One concept per module:
 - data.py     what a dataset is: (name, path, label) items from an ImageNet-style folder, a labels
-              CSV or COCO annotations; class names and WordNet ids to class indices
+              CSV, COCO annotations or a Hugging Face dataset; class names and WordNet ids to
+              class indices
+- defaults.py workers, BLAS threads and batch by default (set from benchmarks/evaluate_workers.py)
 - runner.py   images -> one JSON record per image in a resumable results file, on one process or
               `workers` processes (the same records either way)
-- metrics.py  records -> top-1/top-5 (a direct count) or COCO AP (pycocotools' COCOeval)
+- metrics.py  records -> top-1/top-5 (a direct count) or COCO AP (pycocotools' COCOeval, shared
+              with the audits: refimpl.conformance.coco_ap)
+
+With `claimed=DIR` each record also holds audit-dir's record of the image's claimed response and
+the report audit-dir's dataset statistics (refimpl.conformance.audit_dir: one code path).
 """
 
 from refimpl.evaluation.runner import evaluate, format_report  # noqa: F401

@@ -8,15 +8,20 @@ Classification (`label` is the class index the model's logits use):
 - any folder with a labels CSV (`file,label` per row, an optional header row; `label` a class
   index or an `id2label` name, in the checkpoint's spelling or the seeds' upper-case style).
 
+A Hugging Face `datasets` dataset (classification; `hf_items`): a `save_to_disk` folder, an
+`imagefolder` (a folder with metadata.csv/metadata.jsonl, or any class-subfolder folder when asked
+for) or a hub name; the image and label columns are found by feature type (`Image`, `ClassLabel`)
+unless named; labels are mapped to the model's classes by name as above.
+
 Detection (`label` is the COCO image id): a folder of images and a COCO `instances_*.json`;
 the images are the annotation file's `images`, found by `file_name` in the folder.
 """
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from refimpl.conformance.coco_ap import read_coco  # noqa: F401  (audit-dir reads annotations too)
 from refimpl.errors import DatasetError
 from refimpl.pipeline.postprocess import seed_label
 
@@ -27,8 +32,9 @@ SYNSETS_FILE = Path(__file__).with_name("imagenet_synsets.txt")
 @dataclass(frozen=True)
 class Item:
     name: str  # how the image is named in records: relative to the dataset folder, "/" separated
-    path: Path
+    path: Path | None  # the image file; None for a row of a Hugging Face dataset
     label: int  # classification: the class index; detection: the COCO image id
+    row: int | None = None  # the row of a Hugging Face dataset (`HFSource`) holding the image
 
 
 def imagenet_synsets():
@@ -116,20 +122,6 @@ def _items_from_csv(folder, labels, id2label):
     return items
 
 
-def read_coco(annotations):
-    """The COCO annotation file as a dict, checked for what evaluation needs."""
-    annotations = Path(annotations)
-    if not annotations.is_file():
-        raise DatasetError(f"no such annotation file: {annotations}")
-    try:
-        data = json.loads(annotations.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise DatasetError(f"{annotations} is not JSON: {e}") from None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
-        raise DatasetError(f"{annotations} is not a COCO instances file (needs lists 'images', 'annotations', 'categories')")
-    return data
-
-
 def detection_items(folder, coco):
     """Items of a detection dataset: the annotation file's images (by `file_name` in `folder`),
     sorted by name; `label` is the image id."""
@@ -157,3 +149,152 @@ def category_map(coco, id2label):
         raise DatasetError("no category of the annotations is a class of the model (matched by name, "
                            f"e.g. {coco['categories'][0]['name'] if coco['categories'] else 'none'!r})")
     return mapping
+
+
+# --- Hugging Face datasets ----------------------------------------------------------------------
+
+HF_FORMATS = ("disk", "imagefolder", "hub")
+
+
+@dataclass(frozen=True)
+class HFSource:
+    """Where a Hugging Face dataset's images are read from, by the workers too (each opens the
+    dataset once: a saved or cached dataset is memory-mapped, not copied)."""
+    format: str  # "disk" (save_to_disk), "imagefolder" or "hub"
+    location: str  # the folder (absolute) or the hub name
+    split: str | None
+    image_column: str
+
+
+def hf_format(data, forced=None):
+    """Which kind of dataset `data` is: one of HF_FORMATS, or None for refimpl's own folder
+    reading. Automatic: a folder written by `save_to_disk` (dataset_info.json / state.json /
+    dataset_dict.json) is "disk"; a folder with metadata.csv or metadata.jsonl is "imagefolder";
+    a name that is not a path on this machine is a hub name. `forced` overrides."""
+    if forced is not None:
+        if forced not in HF_FORMATS:
+            raise DatasetError(f"unknown dataset format {forced!r} (one of {', '.join(HF_FORMATS)})")
+        return forced
+    path = Path(data)
+    if path.is_dir():
+        if any((path / f).is_file() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
+            return "disk"
+        if any((path / f).is_file() for f in ("metadata.csv", "metadata.jsonl")):
+            return "imagefolder"
+        return None
+    if path.exists() or str(data).startswith((".", "/", "~")):
+        return None  # a file, or a path that is not there: the folder reader names the problem
+    return "hub"
+
+
+def open_hf(source):
+    """The `datasets.Dataset` of an HFSource (or of its pieces before the columns are known),
+    with its image column left encoded (bytes or a path), as refimpl decodes images itself."""
+    try:
+        import datasets
+    except ImportError:
+        raise DatasetError("Hugging Face datasets as DATA need the datasets library: pip install 'refimpl[evaluate]' "
+                           "(or pip install datasets)") from None
+    try:
+        if source.format == "disk":
+            ds = datasets.load_from_disk(source.location)
+        elif source.format == "imagefolder":
+            ds = datasets.load_dataset("imagefolder", data_dir=source.location)
+        else:
+            ds = datasets.load_dataset(source.location, split=source.split)
+    except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:
+        # ConnectionError (offline, unreachable hub) is an OSError
+        raise DatasetError(f"cannot load the Hugging Face dataset {source.location!r} ({source.format}): "
+                           f"{type(e).__name__}: {e}") from None
+    if isinstance(ds, datasets.DatasetDict):
+        split = source.split or _default_split(list(ds))
+        if split not in ds:
+            raise DatasetError(f"the dataset {source.location!r} has no split {split!r} (it has {', '.join(ds)})")
+        ds = ds[split]
+    if source.image_column:
+        ds = ds.cast_column(source.image_column, datasets.Image(decode=False))
+    return ds
+
+
+def _default_split(splits):
+    for name in ("validation", "val", "test"):
+        if name in splits:
+            return name
+    if len(splits) == 1:
+        return splits[0]
+    raise DatasetError(f"the dataset has the splits {', '.join(splits)}: choose one with --split")
+
+
+def hf_items(data, id2label, fmt, split=None, image_column=None, label_column=None):
+    """Items of a Hugging Face classification dataset -> (items sorted by name, HFSource).
+
+    The image column is the one `Image` feature (or `image_column`), the label column the one
+    `ClassLabel` feature (or `label_column`, a ClassLabel or integer column); a ClassLabel's names
+    are mapped to the model's classes as a class folder's name is (`label_index`). An item's name
+    is its image's path relative to an imagefolder, else `RRRRRR/FILE` (its row, zero-padded, and
+    the stored file name, or `RRRRRR` without one), so the items keep the dataset's row order."""
+    import datasets
+
+    location = str(Path(data).resolve()) if fmt != "hub" else str(data)
+    source = HFSource(fmt, location, split, "")
+    ds = open_hf(source)
+    features = ds.features
+    image_column = image_column or _column(features, datasets.Image, "image", "--image-column")
+    label_column = label_column or _column(features, datasets.ClassLabel, "label", "--label-column")
+    for column in (image_column, label_column):
+        if column not in features:
+            raise DatasetError(f"the dataset has no column {column!r} (it has {', '.join(features)})")
+    feature = features[label_column]
+    names = feature.names if isinstance(feature, datasets.ClassLabel) else None
+    source = HFSource(fmt, location, split, image_column)
+    ds = ds.cast_column(image_column, datasets.Image(decode=False))
+    items = []
+    root = Path(location) if fmt == "imagefolder" else None
+    for row, (stored, label) in enumerate(zip(_stored_paths(ds, image_column), ds[label_column])):
+        where = f"row {row} of {data}"
+        if label is None or (names is None and not isinstance(label, int)):
+            raise DatasetError(f"{where}: the label {label!r} is not a class")
+        index = label_index(names[label] if names is not None else str(label), id2label, where)
+        if root is not None and stored and Path(stored).is_relative_to(root):
+            name = Path(stored).relative_to(root).as_posix()
+        else:
+            name = f"{row:06d}/{Path(stored).name}" if stored else f"{row:06d}"
+        items.append(Item(name, None, index, row))
+    if not items:
+        raise DatasetError(f"the dataset {data} has no rows")
+    return sorted(items, key=lambda item: item.name), source
+
+
+def _stored_paths(ds, column):
+    """The stored file path (or None) of each row's image, without reading the images' bytes
+    into Python (a dataset of 50,000 images stays memory-mapped)."""
+    import pyarrow.compute as pc
+
+    if getattr(ds, "_indices", None) is not None:
+        ds = ds.flatten_indices()
+    return pc.struct_field(ds.data.column(column), "path").to_pylist()
+
+
+def _column(features, kind, usual, option):
+    found = [name for name, f in features.items() if isinstance(f, kind)]
+    if len(found) == 1:
+        return found[0]
+    if usual in features:
+        return usual
+    raise DatasetError(f"the dataset has {len(found) or 'no'} {kind.__name__} column(s) "
+                       f"({', '.join(found) or ', '.join(features)}): name the one to use with {option}")
+
+
+_OPENED = {}
+
+
+def encoded_image(item, source=None):
+    """The encoded bytes (or the path) of an item's image: its file, or its dataset row."""
+    if item.row is None:
+        return item.path
+    if source not in _OPENED:  # once per process: workers reuse the memory-mapped dataset
+        _OPENED[source] = open_hf(source)
+    cell = _OPENED[source][item.row][source.image_column]
+    if cell.get("bytes") is not None:
+        return cell["bytes"]
+    return cell["path"]

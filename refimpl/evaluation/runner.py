@@ -24,6 +24,7 @@ bounded by workers × batch, not by the dataset) and running BLAS with `threads`
 this process only.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -37,23 +38,17 @@ import numpy as np
 from tqdm import tqdm
 
 from refimpl import registry
+from refimpl.conformance import audit_dir
 from refimpl.conformance.audit_dir import Appender, open_results
+from refimpl.conformance.judge import Tolerances
 from refimpl.errors import DatasetError, RefimplError, ResultsFileError
 from refimpl.evaluation import data as datasets
+from refimpl.evaluation import defaults
 from refimpl.evaluation import metrics
 from refimpl.models import ops
 from refimpl.pipeline.loaded import image_array
 
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-# Batch 8 vs 1 made no measurable difference on the loaded test machine (docs/evaluation.md,
-# "Measured throughput"); DETR stays at 1 because padding a batch would change its answers.
-DEFAULT_BATCH = {"image-classification": 8, "object-detection": 1}
-DEFAULT_THREADS = 1  # BLAS threads per worker; the default workers = one per core
-
-
-def cores():
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 # Figures the model authors publish for their official weights, printed beside ours when the
 # official weights are evaluated; keyed by the checkpoint's repository.
@@ -69,16 +64,22 @@ def is_evaluate_record(rec):
 
 
 def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, limit=None, workers=None, batch=None,
-             threads=None, ray=None, restart=False, progress=True, weights=None, revision=None, dtype="float32", path="fast"):
+             threads=None, ray=None, restart=False, progress=True, weights=None, revision=None, dtype="float32", path="fast",
+             claimed=None, tolerances=None, accept=(), hf_format=None, split=None, image_column=None, label_column=None):
     """Evaluate `model` on the dataset `data` (see refimpl.evaluation.data) -> the report (dict).
 
     out: the results file (default DATA/evaluate-<model>.jsonl); a rerun resumes it. limit: the
-    first N images of the sorted dataset only. workers: processes computing (default: one per
-    core). batch: images per forward (default: 8 for classification, 1 for detection). threads:
-    BLAS threads per worker (default 1). Records depend on batch and threads, never on workers.
+    first N images of the sorted dataset only. workers: processes computing; batch: images per
+    forward; threads: BLAS threads per worker (their defaults: refimpl.evaluation.defaults). Records depend on batch and threads, never on workers.
     ray: None (this machine), or a Ray address ("auto": the running cluster, "local": start one
     here, "ray://head:10001"; a Ray already initialised in this process is used as it is):
-    `workers` actors (default: the cluster's CPUs // threads) compute the same records."""
+    `workers` actors (default: the cluster's CPUs // threads) compute the same records.
+    claimed: a folder of claimed responses, `NAME.json` at each image's place (`DIR/cls/img.json`
+    for the image `cls/img.png`): each image's record also holds its audit-dir record (`audit`,
+    judged with `tolerances` and `accept` as audit-dir judges) and the report the audits'
+    dataset statistics (refimpl.conformance.audit_dir.statistics).
+    hf_format, split, image_column, label_column: a Hugging Face `datasets` dataset as `data`
+    (refimpl.evaluation.data.hf_items; the format is found from `data` unless given)."""
     spec = registry.get(model)
     detection = spec.task == "object-detection"
     if detection and annotations is None:
@@ -88,8 +89,17 @@ def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, l
     loading = {"weights": weights, "revision": revision, "dtype": dtype, "path": path}
     loaded = spec.load(**loading)
     id2label = loaded.checkpoint.id2label
-    coco = cats = None
-    if detection:
+    coco = cats = source = None
+    fmt = None if detection else datasets.hf_format(data, hf_format)
+    if fmt is not None and labels is not None:
+        raise DatasetError("--labels is for a folder of images; a Hugging Face dataset has its own label column "
+                           "(--label-column)")
+    if detection and hf_format is not None:
+        raise DatasetError("Hugging Face datasets are read for classification only; detection reads a folder of images "
+                           "and COCO --annotations")
+    if fmt is not None:
+        items, source = datasets.hf_items(data, id2label, fmt, split, image_column, label_column)
+    elif detection:
         coco = datasets.read_coco(annotations)
         cats = datasets.category_map(coco, id2label)
         items = datasets.detection_items(data, coco)
@@ -100,18 +110,26 @@ def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, l
     # Batches are cut from the whole dataset, so --limit does not change any batch: the images of
     # a batch beyond the limit are computed with it and their records left for a later run.
     wanted = {item.name for item in items[:limit]}
-    batch = int(batch or DEFAULT_BATCH[spec.task])
-    workers = int(workers or (0 if ray else cores()))
-    threads = int(threads or DEFAULT_THREADS)
+    batch = int(batch or defaults.BATCH[spec.task])
+    workers = int(workers or (0 if ray else defaults.workers()))
+    threads = int(threads or defaults.THREADS)
     if min(batch, threads) < 1 or workers < (0 if ray else 1):
         raise ValueError("batch, workers and threads must be at least 1")
+    if out is None and fmt == "hub":
+        out = Path(f"evaluate-{str(data).replace('/', '--')}-{spec.name}.jsonl")
     out = Path(out) if out else Path(data) / f"evaluate-{spec.name}.jsonl"
-    setup = setup_digest(loaded, batch, threads)
+    judged = None
+    if claimed is not None:
+        if not Path(claimed).is_dir():
+            raise DatasetError(f"--claimed: no such folder: {claimed}")
+        # the defaults spelled out: the setup of a run given them explicitly (the command line) is the same
+        judged = {"claimed": str(Path(claimed).resolve()), "tolerances": tolerances or Tolerances(), "accept": list(accept)}
+    setup = setup_digest(loaded, batch, threads, judged)
     records = _own_records(out, spec, loaded, setup, restart)
     done = {r["image"] for r in records}
     batches = [items[i:i + batch] for i in range(0, len(items), batch)]
     todo = [b for b in batches if any(item.name in wanted and item.name not in done for item in b)]
-    job = {"model": spec.name, "loading": loading, "task": spec.task, "categories": cats,
+    job = {"model": spec.name, "loading": loading, "task": spec.task, "categories": cats, "judged": judged, "source": source,
            "weights_sha256": loaded.checkpoint.sha256, "setup": setup, "hosted_name": spec.hosted_name}
     stream = progress if hasattr(progress, "write") else sys.stderr
     bar = tqdm(total=len(wanted - done), file=stream, unit="image",
@@ -121,14 +139,17 @@ def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, l
     try:
         with Appender(out) as f:
             compute = _compute_ray(todo, job, ray, workers, threads) if ray else _compute(todo, job, workers, threads)
-            for batch_records in compute:
-                for rec in batch_records:
-                    if rec["image"] in wanted and rec["image"] not in done:
-                        f.write(rec)
-                        records.append(rec)
-                        done.add(rec["image"])
-                        computed += 1
-                        bar.update(1)
+            # closing: the workers (or the Ray instance this run started) stop now, also on an error
+            # or Ctrl-C, not whenever the generator is collected
+            with contextlib.closing(compute):
+                for batch_records in compute:
+                    for rec in batch_records:
+                        if rec["image"] in wanted and rec["image"] not in done:
+                            f.write(rec)
+                            records.append(rec)
+                            done.add(rec["image"])
+                            computed += 1
+                            bar.update(1)
     finally:
         bar.close()
     elapsed = time.perf_counter() - started
@@ -138,9 +159,13 @@ def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, l
     else:
         found = metrics.classification_metrics(mine)
     published = PUBLISHED.get(spec.repo_id)
+    audits = [r["audit"] for r in mine if r.get("audit")] if judged else None
     return {
         "task": spec.task, "model": spec.hosted_name, "data": str(data), "n_images": len(mine),
         "metrics": found,
+        "claimed": None if audits is None else {
+            "folder": str(claimed), "judged_images": len(audits), "by_status": audit_dir.count_statuses(audits),
+            "statistics": audit_dir.statistics(audits, coco)},
         "published": published, "official_weights": loaded.checkpoint.source == spec.repo_id,
         "weights_sha256": loaded.checkpoint.sha256, "path": path, "dtype": dtype,
         "errors": [{"image": r["image"], "error": r["error"]} for r in mine if r.get("error")],
@@ -152,12 +177,15 @@ def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, l
     }
 
 
-def setup_digest(loaded, batch, threads):
+def setup_digest(loaded, batch, threads, judged=None):
     """What decides a record besides the weights and the image: the preprocessor config, the
     dtype, the path, the batch and the BLAS threads per worker (float32 sums may round
-    differently in another batch shape or with another thread count)."""
+    differently in another batch shape or with another thread count); with claims, where they
+    are and how they are judged (records with and without audits never mix)."""
     about = {"preprocessor": loaded.checkpoint.preprocessor, "dtype": np.dtype(loaded.dtype).name,
              "path": loaded.path, "batch": batch, "threads": threads}
+    if judged is not None:
+        about["judged"] = {"claimed": judged["claimed"], "accept": judged["accept"], "tolerances": repr(judged["tolerances"])}
     return hashlib.sha256(json.dumps(about, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -215,13 +243,17 @@ def _compute_ray(todo, job, address, workers, threads):
         import ray
     except ImportError:
         raise DatasetError("--ray needs ray: pip install 'refimpl[evaluate]' (or pip install ray)") from None
-    if not ray.is_initialized():
-        ray.init(address=None if address == "local" else address, log_to_driver=False)
+    started = not ray.is_initialized()
+    if started and address == "local":  # a new Ray instance on this machine, for this run only
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    elif started:
+        ray.init(address=address, log_to_driver=False)
     workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
     env = {k: str(threads) for k in BLAS_THREAD_VARIABLES}
     actor = ray.remote(num_cpus=threads, runtime_env={"env_vars": env})(RayWorker)
     actors = [actor.remote(job) for _ in range(min(workers, len(todo)))]
-    todo = [[dataclasses.replace(item, path=Path(item.path).resolve()) for item in b] for b in todo]
+    todo = [[item if item.path is None else dataclasses.replace(item, path=Path(item.path).resolve()) for item in b]
+            for b in todo]
     pending, owner, queue = [], {}, list(reversed(todo))
     try:
         for a in actors:  # two batches in flight per actor: one computing, one waiting
@@ -241,6 +273,8 @@ def _compute_ray(todo, job, address, workers, threads):
     finally:
         for a in actors:
             ray.kill(a)
+        if started:  # a local instance stops with it (a cluster's only forgets this driver)
+            ray.shutdown()
 
 
 class RayWorker:
@@ -248,7 +282,7 @@ class RayWorker:
 
     def __init__(self, job):
         self.job = job
-        self.model = registry.load(job["model"], **job["loading"])
+        self.model = audit_dir.judging_model(job["model"], **job["loading"])
 
     def run(self, batch):
         return run_batch(self.model, self.job, batch)
@@ -259,7 +293,7 @@ _WORKER = {}
 
 def _worker_init(job):
     _WORKER["job"] = job
-    _WORKER["model"] = registry.load(job["model"], **job["loading"])
+    _WORKER["model"] = audit_dir.judging_model(job["model"], **job["loading"])
 
 
 def _worker_run(batch):
@@ -274,7 +308,7 @@ def run_batch(loaded, job, batch):
     for item in batch:
         rec = dict(base, image=item.name)
         try:
-            images.append((rec, image_array(item.path)))
+            images.append((rec, image_array(datasets.encoded_image(item, job.get("source")))))
         except (OSError, RefimplError) as e:
             rec["error"] = f"{type(e).__name__}: {e}"
         records.append(rec)
@@ -291,6 +325,12 @@ def run_batch(loaded, job, batch):
         for rec, pixels in images:  # one image per forward: DETR's padding would change the answer
             detections = loaded.predict(pixels, shape="reference", threshold=None)[0]
             rec["detections"] = coco_detections(detections, job["categories"])
+    if job.get("judged"):
+        j = job["judged"]
+        for rec, item in zip(records, batch):
+            claim = Path(j["claimed"]) / Path(item.name).with_suffix(".json")
+            rec["audit"] = audit_dir.audit_record(datasets.encoded_image(item, job.get("source")), job["model"], claim, item.name, j["tolerances"], j["accept"],
+                                                  **job["loading"])
     return records
 
 
@@ -334,6 +374,11 @@ def format_report(report):
         which = "these are the official weights" if report["official_weights"] else "not these weights"
         figures = ", ".join(f"{k} {v}" for k, v in report["published"].items() if k != "source")
         lines.append(f"  published for the official weights: {figures} ({report['published']['source']}; {which})")
+    if report.get("claimed"):
+        c = report["claimed"]
+        lines.append(f"  claimed responses ({c['folder']}), {c['judged_images']} image(s) audited: "
+                     + (", ".join(f"{k}: {v}" for k, v in c["by_status"].items()) or "none"))
+        lines += audit_dir.format_statistics(c["statistics"])
     if report["errors"]:
         lines.append(f"  {len(report['errors'])} image(s) refimpl refuses (counted as wrong / no detection), "
                      f"e.g. {report['errors'][0]['image']}: {report['errors'][0]['error']}")
