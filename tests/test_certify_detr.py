@@ -1,6 +1,8 @@
 """refimpl certify on DETR: transformers' DetrForObjectDetection certifies through the `transformers`
 adapter (its backbone wrapper and attention weights renamed by the shipped name map); the same
-model with its position embedding left out diverges at the first attention that uses it."""
+model with its position embedding left out diverges at the first attention that uses it, and a
+port whose post-processing leaves the boxes in (cx, cy, w, h) diverges at `post_process.boxes`
+with the box-format diagnosis."""
 
 import textwrap
 from pathlib import Path
@@ -24,6 +26,27 @@ NO_POSITION = textwrap.dedent('''
         return {"model": model, "names": load_map("transformers_detr.names")}
 ''')
 
+# A port that is right up to pred_boxes and scales the boxes to pixels but forgets the
+# (cx, cy, w, h) -> (xmin, ymin, xmax, ymax) conversion in its post-processing.
+CXCYWH = textwrap.dedent('''
+    import torch
+    from transformers import DetrForObjectDetection
+
+    from refimpl.conformance.adapters import load_map
+
+
+    def post_process(output, size):
+        height, width = size
+        probs = output.logits.softmax(-1)[0, :, :-1]
+        scale = torch.tensor([width, height, width, height], dtype=output.pred_boxes.dtype)
+        return {"scores": probs.max(-1).values, "boxes": output.pred_boxes[0] * scale}  # no conversion
+
+
+    def boxes_left_in_cxcywh(weights_dir):
+        model = DetrForObjectDetection.from_pretrained(weights_dir, attn_implementation="eager")
+        return {"model": model, "names": load_map("transformers_detr.names"), "postprocess": post_process}
+''')
+
 
 @pytest.mark.slow
 def test_transformers_detr_certifies(detr_small_dirs):
@@ -32,7 +55,7 @@ def test_transformers_detr_certifies(detr_small_dirs):
     cov = report.coverage()
     assert cov["scope"] == "layer by layer" and cov["compared"] >= 128
     compared = {r["name"] for r in report.cases[0]["report"].compared}
-    assert {"class_labels_classifier", "pred_boxes", "model.decoder.layers.5.encoder_attn.attn_weights",
+    assert {"class_labels_classifier", "pred_boxes", "post_process.scores", "post_process.boxes", "model.decoder.layers.5.encoder_attn.attn_weights",
             "model.backbone.conv_encoder.model.encoder.stages.3"} <= compared
 
 
@@ -47,3 +70,17 @@ def test_detr_without_position_embedding_diverges(detr_small_dirs, tmp_path):
     rows = report.cases[0]["report"].rows
     before = rows[: [r["name"] for r in rows].index("model.position_embedding")]
     assert any(r["name"].endswith("stages.3") for r in before) and all(r["status"] != "fail" for r in before)
+
+
+@pytest.mark.slow
+def test_detr_boxes_left_in_cxcywh_diverge_at_the_post_processed_boxes(detr_small_dirs, tmp_path):
+    (tmp_path / "port.py").write_text(CXCYWH)
+    report = certify(f"torch:{tmp_path / 'port.py'}:boxes_left_in_cxcywh", "detr-resnet-50",
+                     detr_small_dirs["transformers"], images=[STREET])
+    assert report.verdict == "diverges", report.text()
+    first = report.first_divergence
+    assert first["name"] == "post_process.boxes", report.text(tensors=True)
+    assert first["diagnosis"]["kind"] == "box format", first["diagnosis"]
+    assert "cxcywh instead of xyxy" in first["diagnosis"]["message"]
+    rows = {r["name"]: r for r in report.cases[0]["report"].rows}
+    assert rows["pred_boxes"]["status"] != "fail" and rows["post_process.scores"]["status"] != "fail"
