@@ -42,7 +42,7 @@ def make(impl, spec, checkpoint, reference_names, map_file=None, layout="nchw"):
     if kind == "onnx":
         from .onnx_runtime import OnnxAdapter
 
-        return OnnxAdapter(rest, spec, names, user_map, layout)
+        return OnnxAdapter(rest, spec, names, user_map, layout, checkpoint)
     if kind in ("torchvision", "timm"):
         from .library_peers import LibraryAdapter
 
