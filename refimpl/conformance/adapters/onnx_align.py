@@ -5,15 +5,17 @@ as a recognisable sequence of ops. Walking the graph from its input in data-flow
 backbone is matched block by block against refimpl's own walk over the architecture
 (`refimpl.models.resnet.blocks`, the one walk the reference, the fast path and the summary use):
 
-    stem      Conv 7x7 (64 out) -> [BatchNormalization] -> [Relu]       `...embedder.embedder` / `act1`
+    stem      Conv 7x7 (64 out) -> [norm] -> [Relu]                     `...embedder.embedder` / `act1`
               -> MaxPool                                                `...embedder` / `maxpool`
-    block     x -> Conv 1x1 (c_mid) -> [BN] -> [Relu]                   steps[0]
-                -> Conv 3x3 (c_mid) -> [BN] -> [Relu]                   steps[1]
-                -> Conv 1x1 (c_out) -> [BN]                             steps[2]
-              x -> Conv 1x1 (c_out) -> [BN]  (the first block of a stage)  shortcut
+    block     x -> Conv 1x1 (c_mid) -> [norm] -> [Relu]                 steps[0]
+                -> Conv 3x3 (c_mid) -> [norm] -> [Relu]                 steps[1]
+                -> Conv 1x1 (c_out) -> [norm]                           steps[2]
+              x -> Conv 1x1 (c_out) -> [norm]  (the first block of a stage)  shortcut
               Add(steps[2], shortcut or x) -> [Relu]                    the block (and its stage)
     head      GlobalAveragePool / ReduceMean of the last block          `resnet.pooler` (ResNet-50)
 
+[norm] is a BatchNormalization, or frozen batch norm as exporters leave it (DETR's: a Mul and an
+Add by per-channel constants); with BN folded into the conv by the exporter there is none.
 A Conv is recognised by its weight's shape (out channels, kernel), never by its strides or its
 values, so a port with the wrong stride or the wrong weights is still aligned - and then found
 to diverge at that tensor. The activations and normalizations in brackets are optional in the
@@ -66,21 +68,32 @@ class _Graph:
 
         return self.after(value, ("Conv",), fits)
 
+    def constant_operand(self, node, value):
+        """Whether `node`'s other input (not `value`) is a weight: an initializer or a Constant."""
+        others = [v for v in node.input if v != value]
+        return len(others) == 1 and others[0] in self.shapes
+
+    def norm(self, value):
+        """The normalization after a conv -> its output value, or None: a BatchNormalization, or
+        frozen batch norm as the exporter leaves it, a Mul then an Add by per-channel constants."""
+        bn = self.after(value, NORM_OPS)
+        if bn is not None:
+            return bn.output[0]
+        mul = self.after(value, ("Mul",), lambda n: self.constant_operand(n, value))
+        if mul is None:
+            return None
+        add = self.after(mul.output[0], ("Add",), lambda n: self.constant_operand(n, mul.output[0]))
+        return add.output[0] if add is not None else None
+
     def step(self, value, c_out, kernel, activation=True):
-        """Conv -> [BN] -> [Relu] from `value` -> the step's output value, or None."""
+        """Conv -> [norm] -> [Relu] from `value` -> the step's output value, or None."""
         node = self.conv(value, c_out, kernel)
         if node is None:
             return None
         out = node.output[0]
-        ops = NORM_OPS + (ACT_OPS if activation else ())
-        while True:
-            nxt = self.after(out, ops)
-            if nxt is None:
-                return out
-            out = nxt.output[0]
-            ops = ACT_OPS if nxt.op_type in NORM_OPS and activation else ()
-            if not ops:
-                return out
+        out = self.norm(out) or out
+        relu = self.after(out, ACT_OPS) if activation else None
+        return relu.output[0] if relu is not None else out
 
 
 def align(graph, names, task):

@@ -16,7 +16,9 @@ folded into the conv by the exporter changes nothing: the conv inside `layer.0` 
 op of `layer.0.convolution`, and the ReLU after it the last of `layer.0`.
 
 A `--map-file` renames module paths first (for a model whose module paths are not checkpoint
-names). The graph's own outputs are the final outputs, in order (logits; logits, pred_boxes).
+names); for DETR the shipped maps/transformers_detr.names.json is the default (transformers
+exports its backbone as `model.backbone.model.*`, the checkpoint's `model.backbone.conv_encoder.model.*`).
+The graph's own outputs are the final outputs, in order (logits; logits, pred_boxes).
 A graph without any scope information (another exporter, stripped names) is aligned by its
 structure instead (onnx_align.py): the backbone's convolutions, activations, additions and
 poolings are matched in data-flow order against refimpl's walk over ResNet-50 and named; what
@@ -113,6 +115,10 @@ class OnnxAdapter:
         self.final = list(zip([o.name for o in graph.output], final_outputs(spec)))
         finals = {o for o, _ in self.final}
         has_scopes = any(module_path(node) for node in graph.node)
+        if user_map is None and spec.task == "object-detection":  # transformers' module paths, as exported
+            from .base import load_map
+
+            user_map = load_map("transformers_detr.names")
         self.names, self.unmapped = name_outputs(graph, [n for n in reference_names if n not in dict(self.final).values()],
                                                  user_map, backbone_names(spec, checkpoint), spec.task)
         for value in list(self.names):
