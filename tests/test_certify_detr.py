@@ -55,16 +55,22 @@ def test_transformers_detr_certifies(detr_small_dirs):
     cov = report.coverage()
     assert cov["scope"] == "layer by layer" and cov["compared"] >= 128
     compared = {r["name"] for r in report.cases[0]["report"].compared}
-    assert {"class_labels_classifier", "pred_boxes", "post_process.scores", "post_process.boxes", "model.decoder.layers.5.encoder_attn.attn_weights",
-            "model.backbone.conv_encoder.model.encoder.stages.3"} <= compared
+    assert {"class_labels_classifier", "pred_boxes", "post_process.scores", "post_process.boxes",
+            "model.decoder.layers.5.encoder_attn.attn_weights", "model.backbone.conv_encoder.model.encoder.stages.3"} <= compared
+
+
+def certify_port(source, factory, detr_small_dirs, tmp_path):
+    """certify a torch: port written from `source` -> the report, asserted to diverge."""
+    (tmp_path / "port.py").write_text(source)
+    report = certify(f"torch:{tmp_path / 'port.py'}:{factory}", "detr-resnet-50", detr_small_dirs["transformers"],
+                     images=[STREET])
+    assert report.verdict == "diverges", report.text()
+    return report
 
 
 @pytest.mark.slow
 def test_detr_without_position_embedding_diverges(detr_small_dirs, tmp_path):
-    (tmp_path / "port.py").write_text(NO_POSITION)
-    report = certify(f"torch:{tmp_path / 'port.py'}:no_position_embedding", "detr-resnet-50",
-                     detr_small_dirs["transformers"], images=[STREET])
-    assert report.verdict == "diverges", report.text()
+    report = certify_port(NO_POSITION, "no_position_embedding", detr_small_dirs, tmp_path)
     # the backbone agrees; the first divergence is the (zero) position embedding itself
     assert report.first_divergence["name"] == "model.position_embedding", report.text(tensors=True)
     rows = report.cases[0]["report"].rows
@@ -74,10 +80,7 @@ def test_detr_without_position_embedding_diverges(detr_small_dirs, tmp_path):
 
 @pytest.mark.slow
 def test_detr_boxes_left_in_cxcywh_diverge_at_the_post_processed_boxes(detr_small_dirs, tmp_path):
-    (tmp_path / "port.py").write_text(CXCYWH)
-    report = certify(f"torch:{tmp_path / 'port.py'}:boxes_left_in_cxcywh", "detr-resnet-50",
-                     detr_small_dirs["transformers"], images=[STREET])
-    assert report.verdict == "diverges", report.text()
+    report = certify_port(CXCYWH, "boxes_left_in_cxcywh", detr_small_dirs, tmp_path)
     first = report.first_divergence
     assert first["name"] == "post_process.boxes", report.text(tensors=True)
     assert first["diagnosis"]["kind"] == "box format", first["diagnosis"]
