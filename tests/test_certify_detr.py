@@ -7,6 +7,7 @@ with the box-format diagnosis."""
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from refimpl.conformance.certify import certify
@@ -87,3 +88,22 @@ def test_detr_boxes_left_in_cxcywh_diverge_at_the_post_processed_boxes(detr_smal
     assert "cxcywh instead of xyxy" in first["diagnosis"]["message"]
     rows = {r["name"]: r for r in report.cases[0]["report"].rows}
     assert rows["pred_boxes"]["status"] != "fail" and rows["post_process.scores"]["status"] != "fail"
+
+
+def test_post_processing_supplied_by_a_port():
+    """A torch: factory's "postprocess" gives post_process.scores/boxes (batch axis added); a
+    transformers-style one-item list works too; anything else is a typed error."""
+    import torch
+
+    from refimpl.conformance.adapters.torch_hooks import post_process_tensors
+    from refimpl.errors import AdapterError
+
+    boxes, scores = torch.rand(100, 4), torch.rand(100)
+    got = post_process_tensors(lambda out, size: {"scores": scores, "boxes": boxes}, None, (480, 640))
+    assert got["post_process.boxes"].shape == (1, 100, 4) and got["post_process.scores"].shape == (1, 100)
+    listed = post_process_tensors(lambda out, size: [{"scores": scores, "boxes": boxes, "labels": None}], None, (1, 1))
+    assert np.array_equal(listed["post_process.boxes"], got["post_process.boxes"])
+    with pytest.raises(AdapterError, match="expected a dict"):
+        post_process_tensors(lambda out, size: boxes, None, (1, 1))
+    with pytest.raises(AdapterError, match="2 results for one image"):
+        post_process_tensors(lambda out, size: [{}, {}], None, (1, 1))

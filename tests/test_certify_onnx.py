@@ -205,3 +205,28 @@ def test_module_paths_from_both_exporters():
     onnx.helper.set_metadata_props(dynamo, {"pkg.torch.onnx.name_scopes": "['', 'resnet', 'resnet.embedder', 'resnet.embedder.pooler', 'max_pool2d']"})
     assert module_path(dynamo) == "resnet.embedder.pooler"
     assert module_path(onnx.helper.make_node("Relu", ["x"], ["y"], name="n7")) is None
+
+
+@pytest.mark.slow
+def test_ambiguous_structure_stops_the_alignment(stripped):
+    """A second Conv of the same shape reading a block's input (stage 1, block 2): which one is
+    the block's is ambiguous, so the alignment names everything before that block and nothing
+    from it on - never a guess."""
+    from refimpl.conformance.adapters.onnx_align import align
+    from refimpl.models import resnet
+
+    model = onnx.load(stripped)
+    everything = {n for names in align(model.graph, resnet.CLASSIFIER_NAMES, "image-classification").values()
+                  for n in names}
+    assert len(everything) == 2 + 16 * 4 + 4 + 4 + 1  # stem, max pool, blocks, shortcuts, stages, pooler
+    block_input = "resnet.encoder.stages.1.layers.1"
+    value = next(v for v, names in align(model.graph, resnet.CLASSIFIER_NAMES, "image-classification").items()
+                 if block_input in names)
+    first_conv = next(n for n in model.graph.node if n.op_type == "Conv" and n.input[0] == value)
+    model.graph.node.append(onnx.helper.make_node("Conv", [value, first_conv.input[1]], ["twin"]))
+    named = {n for names in align(model.graph, resnet.CLASSIFIER_NAMES, "image-classification").values()
+             for n in names}
+    assert block_input in named and "resnet.encoder.stages.1.layers.2" not in named
+    assert not any(n.startswith(("resnet.encoder.stages.2", "resnet.encoder.stages.3", "resnet.pooler")) for n in named)
+    assert named < everything
+
