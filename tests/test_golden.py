@@ -165,7 +165,10 @@ def test_detr_golden_set(tmp_path, detr_timm_dir):
     manifest = export(tmp_path / "golden", detr, {"scene.png": _photo()})
     assert manifest["model"] == "detr-resnet-50" and manifest["tolerances"]["rtol"] == 1e-3
     names = [t["name"] for t in manifest["cases"][0]["tensors"]]
-    assert names[:3] == ["image", "pixel_values", "pixel_mask"] and names[-1] == "pred_boxes"
+    assert names[:3] == ["image", "pixel_values", "pixel_mask"] and names[-1] == "post_process.boxes"
+    relu = {t["name"] for t in manifest["cases"][0]["tensors"] if t.get("activation") == "relu"}
+    assert {"model.backbone.conv_encoder.model.act1", "model.backbone.conv_encoder.model.layer4"} <= relu
+    assert len(relu) == 1 + 16 * 3 + 4  # the stem, each block's two inner ReLUs and output, the stages
     assert "model.decoder.layers.5.encoder_attn.attn_weights" in names
     assert check_files(tmp_path / "golden") == []
     expected = detr(_photo())  # refimpl's fast backbone: equal within float rounding
@@ -193,6 +196,19 @@ def test_the_set_stands_alone(golden, model, resnet50_small_dir):
     assert tensors["resnet.embedder.embedder"]["ops"][0] == "conv 7x7 stride 2 pad 3"
     assert tensors["resnet.encoder.stages.1.layers.0.layer.1"]["ops"] == [
         "conv 3x3 stride 2 pad 1", "batch norm (frozen statistics, eps 1e-05)"]
+    # which tensors are ReLU outputs (exact zeros expected), and refimpl's own values agree
+    relu = [n for n, t in tensors.items() if t.get("activation") == "relu"]
+    assert len(relu) == 1 + 16 * 3 + 4 and "resnet.encoder.stages.3" in relu
+    assert tensors["resnet.encoder.stages.0.layers.0.layer.1"]["activation"] == "relu"
+    assert "activation" not in tensors["resnet.encoder.stages.0.layers.0.layer.2"]  # BN before the add
+    assert tensors["resnet.embedder"] == dict(tensors["resnet.embedder"], nonnegative=True)  # the max pool
+    assert "activation" not in tensors["resnet.embedder"] and "nonnegative" not in tensors["classifier.1"]
+    for name, t in tensors.items():
+        if t.get("nonnegative"):
+            values = np.load(golden / t["file"])
+            assert values.min() >= 0, name
+            if t.get("activation") == "relu":
+                assert (values == 0).any(), name  # a ReLU output has exact zeros
     # per-tensor budgets from refimpl's own float32 error, growing with depth
     early, late = tensors["resnet.embedder.embedder"], tensors["resnet.encoder.stages.3.layers.2.layer.1"]
     assert 0 < early["f32_error"] < late["f32_error"] and late["budget"] == pytest.approx(10 * late["f32_error"] + 1e-6)
@@ -222,5 +238,11 @@ def test_numpy_checker_reports_layout_changes_and_missing_outputs(golden, model,
     nhwc = dict(mine, **{"resnet.embedder": mine["resnet.embedder"].transpose(0, 2, 3, 1)})
     code, out = check(nhwc)
     assert code == 1 and "first divergence at resnet.embedder: layout change (axes permuted)" in out
+    # a missing ReLU: negative values in a ReLU output are named as such, even when tiny
+    relu_name = "resnet.encoder.stages.1.layers.2.layer.0"
+    leaky = mine[relu_name].copy()
+    leaky.flat[np.flatnonzero(leaky == 0)[:3]] = -1e-7
+    code, out = check(dict(mine, **{relu_name: leaky}))
+    assert code == 1 and f"first divergence at {relu_name}: negative values in a ReLU output: 3 of" in out, out
     code, out = check({"pixel_values": mine["pixel_values"]})
     assert code == 3 and "INCOMPLETE" in out

@@ -219,14 +219,16 @@ def test_detr_trace_names_and_agreement_with_transformers(detr_small, detr_small
 
     tensors, metadata = trace(photo, "detr-resnet-50", weights=str(detr_small), dtype=dtype)
     names = list(tensors)
-    assert names[:3] == ["image", "pixel_values", "pixel_mask"] and names[-1] == "pred_boxes"
+    assert names[:3] == ["image", "pixel_values", "pixel_mask"]
+    assert names[-3:] == ["pred_boxes", "post_process.scores", "post_process.boxes"]
     assert metadata["model"] == "detr-resnet-50" and metadata["dtype"] == dtype
     assert metadata["output_options"] == {"shape": "reference", "threshold": 0.5, "wrap_uint16": False}
     assert sum(n.endswith(".attn_weights") for n in names) == 6 + 6 * 2
     keys = load_file_keys(detr_small / "model.safetensors")
     for name in names:  # every layer name is a module path of the checkpoint
         if name not in ("image", "pixel_values", "pixel_mask", "pred_boxes", "model.position_embedding",
-                        "model.backbone.conv_encoder.mask") and not name.endswith(".attn_weights"):
+                        "model.backbone.conv_encoder.mask") and not name.endswith(".attn_weights") \
+                and not name.startswith("post_process."):
             assert any(k.startswith(name + ".") for k in keys) or name.endswith((".act1", ".act2", ".maxpool")), name
     layers = {re.sub(r"\.[a-z_]+$", "", k) for k in keys}
     # not modules with an output of their own: the stem's conv and BN (traced as act1, after the
@@ -240,6 +242,13 @@ def test_detr_trace_names_and_agreement_with_transformers(detr_small, detr_small
     calls, outputs = hf_detr_trace(detr_small_hf[dtype], names, tensors["pixel_values"], tensors["pixel_mask"])
     theirs = {n: out for n, (_, out) in calls.items()}
     theirs["pred_boxes"] = outputs.pred_boxes.numpy()
+    # transformers' own post-processing, every query kept, boxes in the original image's pixels
+    from transformers import DetrImageProcessor
+
+    post = DetrImageProcessor().post_process_object_detection(outputs, threshold=-1.0,
+                                                              target_sizes=[tensors["image"].shape[:2]])[0]
+    theirs["post_process.scores"] = post["scores"].numpy()[None]
+    theirs["post_process.boxes"] = post["boxes"].numpy()[None]
     report = compare(theirs, (tensors, metadata), **({"rtol": 1e-12, "atol": 0} if dtype == "float64" else {}))
     assert report.agree, report.text(all_rows=False)
     assert len(report.compared) == len(names) - 3  # all but image, pixel_values, pixel_mask
@@ -250,3 +259,19 @@ def load_file_keys(path):
 
     with safe_open(str(path), framework="np") as f:
         return list(f.keys())
+
+
+def test_detr_trace_post_process_is_what_the_contract_keeps(detr_small, photo):
+    """post_process.boxes/scores are every query before the threshold: the contract's detections
+    are exactly the queries scoring above it, with those boxes (xyxy pixels of the original image)."""
+    tensors, metadata = trace(photo, "detr-resnet-50", weights=str(detr_small), threshold=0.0)
+    scores, boxes = tensors["post_process.scores"][0], tensors["post_process.boxes"][0]
+    h, w = tensors["image"].shape[:2]
+    assert scores.shape == (100,) and boxes.shape == (100, 4)
+    assert (boxes[:, 2] >= boxes[:, 0]).all() and (boxes[:, 3] >= boxes[:, 1]).all()  # corners, not (w, h)
+    cx, cy = tensors["pred_boxes"][0, :, 0] * w, tensors["pred_boxes"][0, :, 1] * h
+    np.testing.assert_allclose((boxes[:, 0] + boxes[:, 2]) / 2, cx, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose((boxes[:, 1] + boxes[:, 3]) / 2, cy, rtol=1e-5, atol=1e-3)
+    kept = np.flatnonzero(scores > 0)
+    assert [d["score"] for d in metadata["output"]] == [float(s) for s in scores[kept]]
+    assert [list(d["box"].values()) for d in metadata["output"]] == [[float(v) for v in b] for b in boxes[kept]]

@@ -126,6 +126,10 @@ def export(out, model="resnet-50", images=None, weights=None, revision=None, dty
         budgets = measure_budgets(tensors, trace(data, twin, **options)[0]) if twin is not None else {}
         if ops is None:
             ops = tensor_ops(spec, tensors, model.checkpoint.config)
+            for name, sign in relu_outputs(model).items():
+                if name in tensors:
+                    ops.setdefault(name, [])
+                    ops[name] = {"ops": ops[name], **sign}
         per_case = {k: v for k, v in metadata.items() if k != "environment"}
         (folder / "output.json").write_text(_json(metadata["output"]))
         files = {"input": f"{case}/input{ext}", "output": f"{case}/output.json"}
@@ -228,9 +232,34 @@ def _op_words(kind):
     return kind
 
 
+def relu_outputs(model):
+    """{trace name: {"activation": "relu", "nonnegative": True}} for the backbone tensors that are a
+    ReLU's output (the stem, the first two conv-BN-ReLU steps of every bottleneck, each block and
+    stage output), and {"nonnegative": True} for the poolings of them (the max pool, the global
+    average pool). A port's ReLU outputs are >= 0 exactly and their zeros are exact zeros: a
+    negative value there is a missing or misplaced activation, whatever its size.
+    model: a loaded refimpl model (ResNet-50 or DETR)."""
+    from refimpl.models import resnet
+
+    hparams = getattr(model, "hparams", None)
+    names = hparams.backbone_names if hparams is not None else resnet.CLASSIFIER_NAMES
+    relu = {"activation": "relu", "nonnegative": True}
+    _, _, stem_out, pool_out = names.stem()
+    out = {stem_out: relu, pool_out: {"nonnegative": True}}
+    for block in resnet.blocks(names):
+        out.update({block.steps[0]: relu, block.steps[1]: relu, block.name: relu})
+        if block.last_in_stage:
+            out[names.stage(block.stage)] = relu
+    if hparams is None:
+        out["resnet.pooler"] = {"nonnegative": True}
+    return out
+
+
 def _extra(name, budgets, ops):
     out = {}
-    if name in ops:
+    if isinstance(ops.get(name), dict):  # {"ops": [...], "activation": ..., "nonnegative": ...}
+        out.update({k: v for k, v in ops[name].items() if v != []})
+    elif name in ops:
         out["ops"] = ops[name]
     if name in budgets:
         out["f32_error"] = budgets[name]["f32_error"]
@@ -344,7 +373,10 @@ Exit code 0: every tensor you gave is within budget AND the final outputs
   4. normalize in float32 with mean and std cast to float32; layout (1, 3, H, W).
 - Files that stand alone: `config.json` (the checkpoint's architecture), `labels.json` (class
   index -> label), and each tensor's `ops` in `manifest.json` (kernel, stride, padding, BN eps,
-  attention heads).
+  attention heads). A tensor that is a ReLU's output has `"activation": "relu"` and
+  `"nonnegative": true` (its zeros are exact zeros; a pooling of ReLU outputs is only
+  `"nonnegative"`): `check_golden.py` reports a negative value there as a missing ReLU, whatever
+  its size.
 
 ## Check your implementation by hand, with numpy only
 
@@ -432,6 +464,11 @@ def main(argv):
         if ours.shape != golden.shape:
             change = "layout change (axes permuted)" if sorted(ours.shape) == sorted(golden.shape) else "shape change"
             print(f"first divergence at {t['name']}: {change}: yours {ours.shape}, golden {golden.shape}")
+            return 1
+        if t.get("nonnegative") and ours.size and ours.min() < 0:  # a ReLU output is >= 0 exactly
+            what = "a ReLU output" if t.get("activation") == "relu" else "a pooling of ReLU outputs"
+            print(f"first divergence at {t['name']}: negative values in {what}: "
+                  f"{int((ours < 0).sum())} of {ours.size} (min {ours.min():.3g}): a missing or misplaced ReLU?")
             return 1
         scale = np.abs(golden).max() if golden.size else 0.0
         limit = t["budget"] * scale if "budget" in t else tol["atol"] + tol["rtol"] * scale

@@ -14,7 +14,11 @@ Tensor names (the trace's contract with other implementations; see docs/conforma
 * every layer's output, named by the checkpoint's module path, e.g.
   `resnet.encoder.stages.0.layers.1.layer.2` (the third conv+BN of block 1 of stage 0),
   `resnet.encoder.stages.0.layers.1` (that block's output), `classifier.1` (the logits), and for
-  DETR `model.encoder.layers.3`, `model.decoder.layers.5.encoder_attn.attn_weights`, ...
+  DETR `model.encoder.layers.3`, `model.decoder.layers.5.encoder_attn.attn_weights`, ...;
+* for DETR, after `pred_boxes`, the post-processing of every query before the threshold (what
+  the contract's detections are cut from; refimpl.pipeline.postprocess.per_query):
+  `post_process.scores` (1, Q), the best real class's probability, and `post_process.boxes`
+  (1, Q, 4), the boxes as (xmin, ymin, xmax, ymax) in pixels of the original image.
 
 Everything is kept exactly as computed: batch dimension included (1), NCHW layout, the run's dtype.
 `path` says which code ran: "reference" (the default here: refimpl/models/resnet.py and detr.py,

@@ -194,6 +194,10 @@ class DETR(LoadedModel):
         record(trace, "image", pixels)
         pixel_values, pixel_mask, _ = self.preprocess([pixels])
         outputs = self.forward(pixel_values, pixel_mask, trace)
+        if trace is not None:  # every query before the threshold: what the contract's boxes are cut from
+            scores, _, boxes = postprocess.per_query(outputs["logits"][0], outputs["pred_boxes"][0], pixels.shape[:2])
+            record(trace, "post_process.scores", scores[None])
+            record(trace, "post_process.boxes", boxes[None])
         detections = self.postprocess(outputs, [pixels.shape[:2]], threshold=opts["threshold"])[0]
         if opts["shape"] == "hosted":
             detections = postprocess.hosted_shape(detections, opts["wrap_uint16"])

@@ -60,6 +60,21 @@ def center_to_corners(boxes):
     return np.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], axis=-1)
 
 
+def per_query(logits, pred_boxes, size):
+    """Every query's answer before thresholding: logits (Q, num_labels + 1), pred_boxes (Q, 4)
+    normalized (cx, cy, w, h), size (height, width) of the original image ->
+    scores (Q,) (the best real class's probability), labels (Q,) int (that class, the first on a
+    tie), boxes (Q, 4) (xmin, ymin, xmax, ymax) in the original image's pixels.
+    What `detections` keeps from; a trace records scores and boxes as `post_process.*`."""
+    probs = ops.softmax(logits, axis=-1)[:, :-1]
+    scores = probs.max(axis=-1)
+    labels = probs.argmax(axis=-1)  # the first best class on a tie
+    height, width = size
+    scale = np.array([width, height, width, height], dtype=pred_boxes.dtype)
+    boxes = center_to_corners(pred_boxes) * scale
+    return scores, labels, boxes
+
+
 def detections(logits, pred_boxes, size, id2label, threshold=0.5):
     """One image's DETR outputs -> [{"score", "label", "box": {"xmin", "ymin", "xmax", "ymax"}}].
 
@@ -69,12 +84,7 @@ def detections(logits, pred_boxes, size, id2label, threshold=0.5):
     threshold: keep the queries whose score is strictly above it; None keeps every query.
     The order is the query order (transformers' order); nothing is sorted.
     """
-    probs = ops.softmax(logits, axis=-1)[:, :-1]
-    scores = probs.max(axis=-1)
-    labels = probs.argmax(axis=-1)  # the first best class on a tie
-    height, width = size
-    scale = np.array([width, height, width, height], dtype=pred_boxes.dtype)
-    boxes = center_to_corners(pred_boxes) * scale
+    scores, labels, boxes = per_query(logits, pred_boxes, size)
     if threshold is None:
         keep = np.arange(len(scores))
     else:

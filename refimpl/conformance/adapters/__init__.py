@@ -1,7 +1,8 @@
 """Adapters: run another implementation on one image and return its tensors under checkpoint names.
 
     IMPL                              module here             what runs
-    onnx:FILE.onnx                    onnx_runtime.py         ONNX Runtime, every intermediate exposed
+    onnx:FILE.onnx                    onnx_runtime.py         ONNX Runtime, every intermediate exposed, named by the
+                                      (onnx_align.py)         exporter's scopes or, without any, by the graph's structure
     torchvision:resnet50              torchvision_peer.py     torchvision's model, the checkpoint loaded by a key map
     timm:resnet50                     timm_peer.py            timm's model, likewise
     transformers                      transformers_peer.py    the checkpoint's transformers class (spec.hf_class)
@@ -42,7 +43,7 @@ def make(impl, spec, checkpoint, reference_names, map_file=None, layout="nchw"):
     if kind == "onnx":
         from .onnx_runtime import OnnxAdapter
 
-        return OnnxAdapter(rest, spec, names, user_map, layout)
+        return OnnxAdapter(rest, spec, names, user_map, layout, checkpoint)
     if kind in ("torchvision", "timm"):
         from .library_peers import LibraryAdapter
 

@@ -16,9 +16,13 @@ folded into the conv by the exporter changes nothing: the conv inside `layer.0` 
 op of `layer.0.convolution`, and the ReLU after it the last of `layer.0`.
 
 A `--map-file` renames module paths first (for a model whose module paths are not checkpoint
-names). The graph's own outputs are the final outputs, in order (logits; logits, pred_boxes).
-Nodes without any scope information are listed as unmapped, never guessed; an exported graph
-without scopes can still be certified "on outputs".
+names); for DETR the shipped maps/transformers_detr.names.json is the default (transformers
+exports its backbone as `model.backbone.model.*`, the checkpoint's `model.backbone.conv_encoder.model.*`).
+The graph's own outputs are the final outputs, in order (logits; logits, pred_boxes).
+A graph without any scope information (another exporter, stripped names) is aligned by its
+structure instead (onnx_align.py): the backbone's convolutions, activations, additions and
+poolings are matched in data-flow order against refimpl's walk over ResNet-50 and named; what
+does not match is listed as unmapped, never guessed.
 """
 
 import ast
@@ -48,21 +52,33 @@ def module_path(node):
     return None
 
 
-def name_outputs(graph, reference_names, user_map=None):
-    """{value name: checkpoint name} for the node outputs that carry a reference tensor, and the
-    node outputs that have no module path (unmapped)."""
+def name_outputs(graph, reference_names, user_map=None, backbone=None, task=None):
+    """{value name: [checkpoint names]} for the node outputs that carry a reference tensor, and
+    the node outputs left unnamed (unmapped). Without any scope in the graph, and given the
+    checkpoint's ResNet names (`backbone`) and the task, the backbone is aligned by structure
+    (onnx_align.py); a transformed input in front of the stem is named `pixel_values` either way."""
     from refimpl.conformance.compare import rename_all
 
-    paths, unmapped = [], []
-    final = {o.name for o in graph.output}  # the final outputs are named by position, not by scope
+    from .onnx_align import align
+
+    final = {o.name for o in graph.output}
+    structural = align(graph, backbone, task) if backbone is not None else {}
+    structural = {v: [n for n in ns if n in reference_names or n == "pixel_values"] for v, ns in structural.items()}
+    if not any(module_path(node) for node in graph.node):
+        chosen = {v: ns for v, ns in structural.items() if ns and v not in final}
+        unmapped = [o for node in graph.node for o in node.output if o and o not in final and o not in chosen]
+        return chosen, unmapped
+    inputs = {v: ["pixel_values"] for v, ns in structural.items() if "pixel_values" in ns}
+
+    paths, unmapped = [], []  # the final outputs are named by position, not by scope
     for node in graph.node:
         path = module_path(node)
         if path is not None and user_map:
             path = rename_all(path, user_map)[0]
         paths.append(path)
         if path is None:
-            unmapped += [o for o in node.output if o and o not in final]
-    chosen = {}
+            unmapped += [o for o in node.output if o and o not in final and o not in inputs]
+    chosen = dict(inputs)
     for name in reference_names:
         last = None
         for i, path in enumerate(paths):
@@ -73,8 +89,17 @@ def name_outputs(graph, reference_names, user_map=None):
     return chosen, unmapped
 
 
+def backbone_names(spec, checkpoint):
+    """The checkpoint's ResNet names (refimpl.models.resnet.ResNetNames) for structural alignment."""
+    from refimpl.models import detr, resnet
+
+    if spec.task == "object-detection":
+        return detr.hparams(checkpoint.config).backbone_names if checkpoint is not None else None
+    return resnet.CLASSIFIER_NAMES
+
+
 class OnnxAdapter:
-    def __init__(self, file, spec, reference_names, user_map=None, layout="nchw"):
+    def __init__(self, file, spec, reference_names, user_map=None, layout="nchw", checkpoint=None):
         try:
             import onnx
             import onnxruntime
@@ -89,8 +114,13 @@ class OnnxAdapter:
         graph = model.graph
         self.final = list(zip([o.name for o in graph.output], final_outputs(spec)))
         finals = {o for o, _ in self.final}
+        has_scopes = any(module_path(node) for node in graph.node)
+        if user_map is None and spec.task == "object-detection":  # transformers' module paths, as exported
+            from .base import load_map
+
+            user_map = load_map("transformers_detr.names")
         self.names, self.unmapped = name_outputs(graph, [n for n in reference_names if n not in dict(self.final).values()],
-                                                 user_map)
+                                                 user_map, backbone_names(spec, checkpoint), spec.task)
         for value in list(self.names):
             if value in finals:  # already a graph output
                 continue
@@ -106,11 +136,12 @@ class OnnxAdapter:
             raise AdapterError(f"onnx:{file}: ONNX Runtime cannot run it: {e}") from e
         self.file, self.layout, self.version = file, layout, onnxruntime.__version__
         self.exporter = ("dynamo (name scopes)" if any(p.key == SCOPES for n in graph.node for p in n.metadata_props)
-                         else "legacy (node names)" if any(n.name.startswith("/") for n in graph.node) else "unknown")
+                         else "legacy (node names)" if has_scopes else "structural alignment (no scopes)")
 
     def describe(self):
-        return (f"ONNX Runtime {self.version} on {self.file} (names from the {self.exporter} exporter's scopes; "
-                f"{sum(map(len, self.names.values()))} intermediates named)")
+        source = (f"names by {self.exporter}" if self.exporter.startswith("structural")
+                  else f"names from the {self.exporter} exporter's scopes")
+        return f"ONNX Runtime {self.version} on {self.file} ({source}; {sum(map(len, self.names.values()))} intermediates named)"
 
     def run(self, case):
         feeds = {self.inputs[0]: case.pixel_values.astype(np.float32)}

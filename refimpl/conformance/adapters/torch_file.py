@@ -4,7 +4,15 @@
 
     {"model": module,
      "names": {module_path or "module_path#k" (its k-th call) or a pattern: checkpoint name},
-     "preprocess": callable(PIL.Image) -> pixel_values tensor (1, 3, H, W) or (3, H, W)}
+     "preprocess": callable(PIL.Image) -> pixel_values tensor (1, 3, H, W) or (3, H, W),
+     "postprocess": callable(model output, (height, width)) -> {"scores": (Q,), "boxes": (Q, 4)}}
+
+"postprocess" (DETR) is your detector's post-processing run on every query (no threshold) for an
+image of that original size: the best real class's probability per query and the boxes as your
+contract gives them, (xmin, ymin, xmax, ymax) in the image's pixels. They are compared with
+refimpl's `post_process.scores` and `post_process.boxes`, so a conversion left out (boxes in
+cxcywh) is caught there. transformers' `post_process_object_detection(output, threshold=-1,
+target_sizes=[size])` has this shape (a one-item list of that dict).
 
 Without "names" the module paths must already be checkpoint names (a `--map-file` may give them);
 without "preprocess" the module gets refimpl's pixel_values. The module returns logits
@@ -39,6 +47,7 @@ class TorchFileAdapter:
         self.model = made["model"].eval()
         self.names = user_map or made.get("names")
         self.preprocess = made.get("preprocess")
+        self.postprocess = made.get("postprocess")
         self.target, self.spec, self.reference_names = target, spec, reference_names
 
     def describe(self):
@@ -46,4 +55,5 @@ class TorchFileAdapter:
         return f"torch module from {self.target} ({type(self.model).__name__}, {own})"
 
     def run(self, case):
-        return run_module(self.model, case, self.spec, self.names, self.reference_names, self.preprocess)
+        return run_module(self.model, case, self.spec, self.names, self.reference_names, self.preprocess,
+                          self.postprocess)

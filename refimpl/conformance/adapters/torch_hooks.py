@@ -141,10 +141,43 @@ def final_outputs(output, spec):
     return out
 
 
-def run_module(module, case, spec, name_map, reference_names, preprocess=None):
+POST_PROCESS = ("post_process.scores", "post_process.boxes")  # trace names, (1, Q) and (1, Q, 4)
+
+
+def post_process_tensors(postprocess, output, size):
+    """A detector's post-processing on every query -> {"post_process.scores": (1, Q),
+    "post_process.boxes": (1, Q, 4)} (boxes as the implementation returns them: the contract's
+    are (xmin, ymin, xmax, ymax) in the original image's pixels).
+
+    postprocess(output, (height, width)) is the implementation's own, run with no threshold; it
+    returns {"scores", "boxes"} or a one-item list of it (transformers' post_process_object_detection
+    shape); keys it lacks are not recorded."""
+    import torch
+
+    got = postprocess(output, size)
+    if isinstance(got, (list, tuple)):
+        if len(got) != 1:
+            raise AdapterError(f"postprocess returned {len(got)} results for one image")
+        got = got[0]
+    if not isinstance(got, dict):
+        raise AdapterError(f"postprocess returned {type(got).__name__}; expected a dict with 'scores' and 'boxes'")
+    out = {}
+    for key, name in zip(("scores", "boxes"), POST_PROCESS):
+        v = got.get(key)
+        if v is None:
+            continue
+        v = v.detach().float().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+        out[name] = v[None]
+    return out
+
+
+def run_module(module, case, spec, name_map, reference_names, preprocess=None, postprocess=None):
     """Run a torch module on one case with hooks; the final outputs come from its return value.
     preprocess: the implementation's own (PIL.Image -> pixel_values tensor); without it the module
-    gets refimpl's pixel_values (and pixel_mask for DETR, when its forward takes one)."""
+    gets refimpl's pixel_values (and pixel_mask for DETR, when its forward takes one).
+    postprocess: a detector's own post-processing (see `post_process_tensors`), run on every
+    query with the original image's size; its scores and boxes are compared as
+    `post_process.scores` and `post_process.boxes`."""
     import inspect
 
     import torch
@@ -166,6 +199,9 @@ def run_module(module, case, spec, name_map, reference_names, preprocess=None):
             pass
     result, output = record(module, lambda: module(pv, **kwargs), name_map, reference_names)
     result.tensors.update(final_outputs(output, spec))
+    if postprocess is not None:
+        with torch.no_grad():
+            result.tensors.update(post_process_tensors(postprocess, output, tuple(case.pixels.shape[:2])))
     if preprocess is not None:
         result.tensors["pixel_values"] = pv.numpy()  # their own preprocessing is under test too
     return result
