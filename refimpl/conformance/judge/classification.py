@@ -103,4 +103,4 @@ def recognise_wrong_image(v, claimed_labels, ref_labels, k=HOSTED_TOP_K):
     if top_c[0] not in set(top_r) and len(shared) <= WRONG_IMAGE_MAX_SHARED:
         v.wrong_image = (f"the claimed top label {top_c[0]!r} is not in the reference's top {len(top_r)}, and the "
                          f"two top-{k} lists share {len(shared) or 'no'} label{'' if len(shared) == 1 else 's'}"
-                         f"{' (' + shared[0] + ')' if shared else ''}: the answer is probably for another image")
+                         f"{' (' + shared[0] + ')' if shared else ''}")
