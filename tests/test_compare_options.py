@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from refimpl.cli import main
 from refimpl.conformance.trace import save_trace, trace
@@ -59,3 +60,21 @@ def test_image_and_weights_name_the_resize_filter(resnet50_small_dir, tmp_path, 
     code = main(["compare", str(a), str(b), "--image", str(EXAMPLES / "cat.png"), "--weights", str(resnet50_small_dir)])
     out = capsys.readouterr().out
     assert code == 1 and "diagnosis: resize filter: refimpl's preprocessing of the image with 'pillow bilinear'" in out
+
+
+@pytest.mark.slow
+def test_isolate_reaches_detr_transformer_layers(detr_small_dirs, tmp_path, capsys):
+    """`--isolate` with a DETR model: the CLI passes DETR's hparams, so a transformer layer can be
+    isolated (here one encoder layer's output scaled: wrong, and no variant explains it)."""
+    weights = str(detr_small_dirs["timm"])
+    tensors, metadata = trace(str(EXAMPLES / "street.jpg"), "detr-resnet-50", weights, path="reference")
+    layer = "model.encoder.layers.2"
+    b = save_trace(tmp_path / "b.safetensors", tensors, metadata)
+    a = save_trace(tmp_path / "a.safetensors", dict(tensors, **{layer: tensors[layer] * np.float32(1.01)}), metadata)
+    code = main(["compare", str(a), str(b), "--isolate", "--model", "detr-resnet-50", "--weights", weights, "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1 and out["first_divergence"]["name"] == layer
+    v = out["isolate"]
+    assert v["layer"] == layer and v["verdict"] == "layer wrong" and v["variant"] is None, v["message"]
+    assert set(v["variants"]) == {"position embedding missing", "position embedding added to the values too",
+                                  "attention scale missing"}

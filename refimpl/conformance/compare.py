@@ -19,7 +19,10 @@ The first failing tensor in data-flow order is diagnosed (`diagnose`): shape mis
 transposed (NHWC vs NCHW, H and W swapped, a transposed matrix), NaN/inf, channel swap or
 permutation, constant or per-channel offset, scale factor (or per-channel scale, or scale and
 offset), else generic drift - numerical error that no simple transformation explains, which is
-what a wrong weight, a wrong formula or accumulated rounding looks like.
+what a wrong weight, a wrong formula or accumulated rounding looks like. Given the checkpoint's
+parameters (`params=`), a divergence at a batch norm's output is checked against that BN's
+running_var (another eps); given the image and the preprocessor config (`image=`,
+`preprocessor=`), one at `pixel_values` against candidate resize filters.
 
 Names: `name_map` renames tensors of either side before matching: `{"old": "new"}` for one
 tensor, `{"prefix*": "other.prefix*"}` to rewrite a prefix. Data-flow order comes from whichever

@@ -10,7 +10,9 @@ permutation (with an RGB/BGR hint), a spatial shift (crop offset), constant or p
 offset, scale factor, BN eps (with the BN's running_var), per-channel scale, scale and offset,
 per-channel scale and offset (normalization), else generic drift - numerical error that no simple
 transformation explains, which is what a wrong weight, a wrong formula or accumulated rounding
-looks like. Every diagnosis says how sure it is (`confidence`) and what to look at (`look_at`).
+looks like. At `pixel_values`, given the image and the preprocessor config, generic drift is first
+checked against candidate resize filters (diagnose_resize.py: "resize filter" or "preprocessing
+drift"). Every diagnosis says how sure it is (`confidence`) and what to look at (`look_at`).
 """
 
 from itertools import permutations
