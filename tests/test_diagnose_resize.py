@@ -58,6 +58,8 @@ def test_bilinear_instead_of_bicubic(image, reference):
     d = diagnosis(a, reference, image=image, preprocessor=CONFIG)
     assert d["kind"] == "resize filter" and d["filter"] == "pillow bilinear" and d["confidence"] == "certain", d
     assert d["configured"] == "pillow bicubic" and "'pillow bilinear' reproduces" in d["message"]
+    with pytest.raises(ValueError, match="image= needs preprocessor="):
+        compare({"pixel_values": a}, {"pixel_values": reference}, image=image)
     # the image may be given as a path, as the CLI does
     assert diagnosis(a, reference, image=EXAMPLES / "cat.png", preprocessor=CONFIG)["filter"] == "pillow bilinear"
 

@@ -515,6 +515,9 @@ def compare(a, b, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, name_map=None, require=(
     elif layout != "nchw":
         raise ValueError(f"layout must be 'nchw' or 'nhwc', got {layout!r}")
     names = flow_order(a, b)
+    if image is not None and preprocessor is None:
+        raise ValueError("compare: image= needs preprocessor= (the checkpoint's preprocessor_config.json) to re-run "
+                         "the preprocessing")
     images = _images(image)
     if not any(n in b.tensors for n in a.tensors):
         raise ValueError(
