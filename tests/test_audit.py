@@ -147,6 +147,30 @@ def test_image_refimpl_refuses(weights, tmp_path):
     assert result.status == "disagree" and "refimpl refuses this image" in result.verdict.problems[0]
 
 
+def test_a_classification_claim_for_another_image(weights, tmp_path, capsys):
+    """A real claim (refimpl's own answer for the example cat) audited on the example coffee cup:
+    the top-5 lists share at most one label and the claimed top label is not in the reference's
+    top 5 -> WRONG IMAGE? (rule and measurements: judge/classification.py, README). A claim for
+    the same image agrees; a claim for the astronaut audited on the cat shares more labels with
+    the reference, and stays a plain DISAGREE."""
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    cat, coffee, astronaut = ((examples / n).read_bytes() for n in ("cat.png", "coffee.jpg", "astronaut.jpg"))
+    claim = contract.run(RESNET, cat, weights=weights)
+    assert audit(cat, claim, "resnet-50", weights=weights).word == "AGREE"
+    result = audit(coffee, claim, "resnet-50", weights=weights)
+    assert result.word == "WRONG IMAGE?" and result.status == "disagree", result.to_dict()
+    assert "not in the reference's top 5" in result.verdict.wrong_image
+    assert result.exit_code == 1
+    other = audit(cat, contract.run(RESNET, astronaut, weights=weights), "resnet-50", weights=weights)
+    assert other.word == "DISAGREE" and other.verdict.wrong_image is None
+    image = tmp_path / "coffee.jpg"
+    image.write_bytes(coffee)
+    assert cli(image, write(tmp_path, claim), weights) == 1
+    assert "WRONG IMAGE?" in capsys.readouterr().out
+
+
 # --- DETR -------------------------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from refimpl.cli import main
 from refimpl.conformance.trace import save_trace, trace
@@ -41,3 +42,39 @@ def test_compare_report_is_a_self_contained_page(resnet50_small_dir, tmp_path, c
     assert "<html" in html.lower() and LAYER in html and "<svg" in html
     assert not re.search(r"""(src|href)\s*=\s*["']?https?:""", html)  # nothing fetched at view time
     assert f"report: {page}" in capsys.readouterr().err
+
+
+def test_image_and_weights_name_the_resize_filter(resnet50_small_dir, tmp_path, capsys):
+    """`--image` with `--weights`: a pixel_values made with Pillow's bilinear filter where the
+    checkpoint asks for bicubic (refimpl's own preprocessing run with resample=2) is named."""
+    from refimpl.conformance.compare import save_npy_folder
+    from refimpl.pipeline.decode import read_image
+    from refimpl.pipeline.preprocess import classification_inputs
+
+    config = json.loads((Path(resnet50_small_dir) / "preprocessor_config.json").read_text())
+    image = read_image(EXAMPLES / "cat.png")[1]
+    a = save_npy_folder(tmp_path / "a", {"pixel_values": classification_inputs([image], dict(config, resample=2))})
+    b = save_npy_folder(tmp_path / "b", {"pixel_values": classification_inputs([image], config)})
+    assert main(["compare", str(a), str(b), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["first_divergence"]["diagnosis"]["kind"] == "generic drift"
+    code = main(["compare", str(a), str(b), "--image", str(EXAMPLES / "cat.png"), "--weights", str(resnet50_small_dir)])
+    out = capsys.readouterr().out
+    assert code == 1 and "diagnosis: resize filter: refimpl's preprocessing of the image with 'pillow bilinear'" in out
+
+
+@pytest.mark.slow
+def test_isolate_reaches_detr_transformer_layers(detr_small_dirs, tmp_path, capsys):
+    """`--isolate` with a DETR model: the CLI passes DETR's hparams, so a transformer layer can be
+    isolated (here one encoder layer's output scaled: wrong, and no variant explains it)."""
+    weights = str(detr_small_dirs["timm"])
+    tensors, metadata = trace(str(EXAMPLES / "street.jpg"), "detr-resnet-50", weights, path="reference")
+    layer = "model.encoder.layers.2"
+    b = save_trace(tmp_path / "b.safetensors", tensors, metadata)
+    a = save_trace(tmp_path / "a.safetensors", dict(tensors, **{layer: tensors[layer] * np.float32(1.01)}), metadata)
+    code = main(["compare", str(a), str(b), "--isolate", "--model", "detr-resnet-50", "--weights", weights, "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1 and out["first_divergence"]["name"] == layer
+    v = out["isolate"]
+    assert v["layer"] == layer and v["verdict"] == "layer wrong" and v["variant"] is None, v["message"]
+    assert set(v["variants"]) == {"position embedding missing", "position embedding added to the values too",
+                                  "attention scale missing"}

@@ -127,6 +127,20 @@ def test_bn_eps(state, image, reference):
     assert "consistent with eps = 0.001" in d["message"]
 
 
+def test_bn_eps_through_compare_with_the_weights(state, image, reference):
+    """compare, given the checkpoint's parameters, finds the BN behind the divergent tensor by its
+    name and passes its running_var: the diagnosis says eps, not "a wrong std or gamma"."""
+    model = build(state)
+    model.layer3[0].bn2.eps = 1e-3
+    theirs = trace(model, pixel_values(image))
+    without = compare(theirs, reference).first["diagnosis"]
+    assert without["kind"] != "bn eps", without["message"]
+    report = compare(theirs, reference, params={k: v.numpy() for k, v in state.items()})
+    d = report.first["diagnosis"]
+    assert report.first["name"] == "layer3.0.bn2" and d["kind"] == "bn eps", d["message"]
+    assert "consistent with eps = 0.001" in d["message"] and "(layer3.0.bn2)" in d["message"]
+
+
 def test_resnet_v1_stride(state, image, reference):
     """ResNet v1 strides the block's first 1x1 conv; torchvision (v1.5) the 3x3."""
     model = build(state)

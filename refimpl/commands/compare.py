@@ -8,7 +8,11 @@ max|A - B| <= atol + rtol * max|B|.
 AGREE needs the final outputs compared (the model's, when either side's metadata names it, else
 the reference's last tensor in data-flow order) plus every --require NAME.
 Exit code 0: agree; 1: disagree; 3: incomplete (nothing failed, but a required tensor was not
-compared); 2: unreadable input."""
+compared); 2: unreadable input.
+
+--weights DIR (with --model) gives the diagnosis the checkpoint: a per-channel scale at a batch
+norm's output is checked against that BN's running_var ("consistent with eps = 1e-3"), and with
+--image, a divergence at pixel_values against candidate resize filters."""
 
 from .common import add_model_argument, add_weights_options, print_json
 
@@ -33,10 +37,15 @@ def register(sub):
     p.add_argument("--json", action="store_true", help="machine-readable output (the report dict, docs/conformance.md)")
     p.add_argument("--report", metavar="OUT.html", help="also write a self-contained HTML report (verdict, coverage, "
                    "each tensor's error against its tolerance, the first divergence and its diagnosis)")
-    i = p.add_argument_group("isolate the first divergence (ResNet backbone layers)")
+    i = p.add_argument_group("evidence for the diagnosis, and isolating the first divergence")
     i.add_argument("--isolate", action="store_true",
-                   help="re-run refimpl's layer at the first divergence on A's input of that layer: is this layer "
-                   "wrong, or did it inherit the error from upstream? Needs --model and --weights")
+                   help="re-run refimpl's layer at the first divergence on A's input of that layer (the ResNet "
+                   "backbone's layers; DETR's input projection, encoder and decoder layers and heads): is this layer "
+                   "wrong, or did it inherit the error from upstream, and which variant of it reproduces A? Needs "
+                   "--model and --weights")
+    i.add_argument("--image", nargs="+", metavar="IMAGE",
+                   help="the input image(s) both traces were made from: a divergence at pixel_values is checked "
+                   "against candidate resize filters (uses the preprocessor_config.json of --weights)")
     add_model_argument(i, default="resnet-50")
     add_weights_options(i)
     p.set_defaults(func=run)
@@ -49,9 +58,13 @@ def run(args):
     atol = DEFAULT_ATOL if args.atol is None else args.atol
     if rtol < 0 or atol < 0:
         raise ValueError("--rtol and --atol must not be negative")
+    model = _model(args) if (args.weights or args.isolate or args.image) else None
+    evidence = {}
+    if model is not None:
+        evidence = dict(params=model.checkpoint.params, image=args.image, preprocessor=model.checkpoint.preprocessor)
     report = compare(args.a, args.b, rtol, atol, parse_map(args.map, args.map_file), require=args.require,
-                     layout=args.layout)
-    isolated = _isolate(args, report, rtol, atol) if args.isolate else None
+                     layout=args.layout, **evidence)
+    isolated = _isolate(args, model, report, rtol, atol) if args.isolate else None
     if args.json:
         print_json(dict(report.to_json(), **({"isolate": isolated} if isolated else {})))
     else:
@@ -68,16 +81,24 @@ def run(args):
     return report.exit_code
 
 
-def _isolate(args, report, rtol, atol):
-    """refimpl.conformance.isolate at the report's first divergence (None when nothing diverges)."""
+def _model(args):
+    """The reference model of --model/--weights (its parameters and preprocessor config)."""
     from refimpl import registry
+
+    return registry.load(args.model.name, args.weights, args.revision, args.dtype, path="reference")
+
+
+def _isolate(args, model, report, rtol, atol):
+    """refimpl.conformance.isolate at the report's first divergence (None when nothing diverges)."""
     from refimpl.conformance.isolate import isolate
     from refimpl.models import detr, resnet
 
     if report.first is None:
         return None
-    model = registry.load(args.model.name, args.weights, args.revision, args.dtype, path="reference")
-    names = resnet.CLASSIFIER_NAMES if args.model.task == "image-classification" else detr.hparams(
-        model.checkpoint.config).backbone_names
+    if args.model.task == "image-classification":
+        names, hp = resnet.CLASSIFIER_NAMES, None
+    else:
+        hp = detr.hparams(model.checkpoint.config)
+        names = hp.backbone_names
     return isolate(report.a.tensors, report.b.tensors, report.first["name"], model.checkpoint.params, names,
-                   rtol, atol)
+                   rtol, atol, hp=hp)

@@ -19,7 +19,10 @@ The first failing tensor in data-flow order is diagnosed (`diagnose`): shape mis
 transposed (NHWC vs NCHW, H and W swapped, a transposed matrix), NaN/inf, channel swap or
 permutation, constant or per-channel offset, scale factor (or per-channel scale, or scale and
 offset), else generic drift - numerical error that no simple transformation explains, which is
-what a wrong weight, a wrong formula or accumulated rounding looks like.
+what a wrong weight, a wrong formula or accumulated rounding looks like. Given the checkpoint's
+parameters (`params=`), a divergence at a batch norm's output is checked against that BN's
+running_var (another eps); given the image and the preprocessor config (`image=`,
+`preprocessor=`), one at `pixel_values` against candidate resize filters.
 
 Names: `name_map` renames tensors of either side before matching: `{"old": "new"}` for one
 tensor, `{"prefix*": "other.prefix*"}` to rewrite a prefix. Data-flow order comes from whichever
@@ -36,6 +39,7 @@ import numpy as np
 from refimpl.conformance.diagnose import diagnose
 from refimpl.conformance.numerics import DEFAULT_ATOL, DEFAULT_RTOL, measure, num, shape_text, squeeze_batch
 from refimpl.conformance.trace import decode_metadata, load_trace
+from refimpl.models.resnet import BN_EPS
 
 
 
@@ -435,7 +439,58 @@ def to_nchw(tensors):
     return {k: (np.transpose(v, (0, 3, 1, 2)) if np.ndim(v) == 4 else v) for k, v in tensors.items()}
 
 
-def compare(a, b, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, name_map=None, require=(), budgets=None, layout="nchw"):
+def feeding_bn(name, params):
+    """The batch norm whose output is the tensor `name`, by the checkpoint's names -> its key prefix
+    in `params`, or None. Tried in order: `name` itself is a BN (torchvision/timm taps such as
+    `layer3.0.bn2`); `name.normalization` (transformers' conv-BN steps `...layer.1`, the stem
+    `embedder.embedder`); a timm/torchvision activation `...act2` / the stem's `act1` fed by `bn2` /
+    `bn1` (the scale survives a ReLU on the positive values only, so the fit may still fail there);
+    a shortcut `...shortcut` / `...downsample` fed by its `.normalization` / `.1`."""
+    if not params:
+        return None
+    head, _, last = name.rpartition(".")
+    candidates = [name, f"{name}.normalization", f"{name}.1"]
+    if last.startswith("act") and last[3:].isdigit():
+        candidates.append(f"{head}.bn{last[3:]}" if head else f"bn{last[3:]}")
+    for c in candidates:
+        if f"{c}.running_var" in params:
+            return c
+    return None
+
+
+def _diagnosis_context(name, params, bn_eps, images, preprocessor, task):
+    """diagnose()'s optional evidence for the tensor `name`: the feeding BN's running_var, and the
+    input images for `pixel_values`."""
+    extra = {}
+    norm = feeding_bn(name, params)
+    if norm is not None:
+        extra["bn"] = {"running_var": np.asarray(params[f"{norm}.running_var"]), "eps": bn_eps, "module": norm}
+    if name == "pixel_values" and images is not None and preprocessor is not None:
+        extra["resize"] = {"images": images, "config": preprocessor, "task": task or _task_of(preprocessor)}
+    return extra
+
+
+def _task_of(preprocessor):
+    """classification (ConvNextImageProcessor) or detection (DetrImageProcessor), from the config."""
+    declared = str(preprocessor.get("image_processor_type", preprocessor.get("feature_extractor_type", "")))
+    size = preprocessor.get("size")
+    if declared.startswith("Detr") or "max_size" in preprocessor or (isinstance(size, dict) and "longest_edge" in size):
+        return "detection"
+    return "classification"
+
+
+def _images(image):
+    """compare's `image`: a path, an (H, W, 3) uint8 array, or a list of them -> [arrays], or None."""
+    if image is None:
+        return None
+    from refimpl.pipeline.decode import read_image
+
+    items = image if isinstance(image, (list, tuple)) else [image]
+    return [np.asarray(read_image(x)[1]) if isinstance(x, (str, Path)) else np.asarray(x) for x in items]
+
+
+def compare(a, b, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, name_map=None, require=(), budgets=None, layout="nchw",
+            *, params=None, bn_eps=BN_EPS, image=None, preprocessor=None, task=None):
     """Compare A against the reference B (paths, Tensors, or dicts of arrays) -> Report.
 
     require: names that must be compared for "agree", besides the final outputs (always required:
@@ -443,6 +498,14 @@ def compare(a, b, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, name_map=None, require=(
     budgets: {name: relative budget} (refimpl.conformance.budgets): a tensor with a budget passes
         when max|A - B| <= budget * max|B|; tensors without one use rtol/atol.
     layout: "nhwc" reads A's 4-D tensors as channels-last (transposed to NCHW before comparing).
+    params: the checkpoint's parameters ({key: array}, e.g. `loaded.checkpoint.params` or a
+        torchvision state dict): the diagnosis of a divergence at a batch norm's output gets that
+        BN's running_var (`feeding_bn`), so that a per-channel scale can be recognised as another
+        eps ("consistent with eps = 1e-3"); bn_eps is the reference's eps (refimpl's: 1e-5).
+    image, preprocessor, task: the input image(s) (path, (H, W, 3) uint8 array, or a list) and the
+        checkpoint's preprocessor_config.json: a divergence at `pixel_values` that no simple
+        transformation explains is checked against candidate resize filters (diagnose_resize);
+        task "classification" or "detection" (default: read from the config).
     """
     a = _as_tensors(a, "A")
     b = _as_tensors(b, "B")
@@ -452,6 +515,10 @@ def compare(a, b, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, name_map=None, require=(
     elif layout != "nchw":
         raise ValueError(f"layout must be 'nchw' or 'nhwc', got {layout!r}")
     names = flow_order(a, b)
+    if image is not None and preprocessor is None:
+        raise ValueError("compare: image= needs preprocessor= (the checkpoint's preprocessor_config.json) to re-run "
+                         "the preprocessing")
+    images = _images(image)
     if not any(n in b.tensors for n in a.tensors):
         raise ValueError(
             f"no tensor names in common between {a.path} and {b.path} "
@@ -494,7 +561,8 @@ def compare(a, b, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, name_map=None, require=(
                 row["headroom"] = num(budget / rel) if rel > 0 else "inf"
         if row["status"] == "fail" and first is None:
             first = {"name": name, "index": len(rows),
-                     "diagnosis": _jsonable(diagnose(ta, tb, r_tol, a_tol, name=name))}
+                     "diagnosis": _jsonable(diagnose(ta, tb, r_tol, a_tol, name=name, **_diagnosis_context(
+                         name, params, bn_eps, images, preprocessor, task)))}
         rows.append(row)
     return Report(a, b, rtol, atol, rows, first, required, why, budgets)
 

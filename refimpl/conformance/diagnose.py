@@ -10,7 +10,9 @@ permutation (with an RGB/BGR hint), a spatial shift (crop offset), constant or p
 offset, scale factor, BN eps (with the BN's running_var), per-channel scale, scale and offset,
 per-channel scale and offset (normalization), else generic drift - numerical error that no simple
 transformation explains, which is what a wrong weight, a wrong formula or accumulated rounding
-looks like. Every diagnosis says how sure it is (`confidence`) and what to look at (`look_at`).
+looks like. At `pixel_values`, given the image and the preprocessor config, generic drift is first
+checked against candidate resize filters (diagnose_resize.py: "resize filter" or "preprocessing
+drift"). Every diagnosis says how sure it is (`confidence`) and what to look at (`look_at`).
 """
 
 from itertools import permutations
@@ -124,24 +126,35 @@ def _fmt(x):
     return f"{x:.6g}"
 
 
-def diagnose(a, b, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, *, name=None, bn=None):
+def diagnose(a, b, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, *, name=None, bn=None, resize=None):
     """Why does A differ from the reference B? -> {"kind", "message", "confidence", "look_at",
     ...details}.
 
     name: the tensor's name (optional): hints for the input (`pixel_values`: preprocessing) and
     for normalization outputs (tapped before the activation?). bn: optional {"running_var": (C,),
     "eps": B's eps} of the batch norm that produced this tensor: a per-channel scale is then
-    checked against a different eps ("consistent with eps = 1e-3").
+    checked against a different eps ("consistent with eps = 1e-3"). resize: optional {"images":
+    [(H, W, 3) uint8], "config": preprocessor_config.json, "task": "classification" | "detection"}
+    for `pixel_values`: what would be generic drift is then checked against candidate resizes
+    (refimpl.conformance.diagnose_resize): "resize filter" names the one that reproduces A.
 
     kinds: "shape mismatch", "stride mismatch", "padding mismatch", "layout transposed", "NaN/inf",
     "channel swap", "channel permutation", "class permutation", "label-index offset",
     "missing activation", "extra activation", "spatial shift", "constant offset",
     "per-channel offset", "scale factor", "per-channel scale", "per-channel scale and offset",
-    "bn eps", "scale and offset", "generic drift". Vector tensors (one element per index, such as
+    "bn eps", "scale and offset", "resize filter", "preprocessing drift", "generic drift". Vector
+    tensors (one element per index, such as
     logits (1, 1000)) never get a per-channel diagnosis: with one element per channel it always fits.
     confidence: "certain" (the named transformation reproduces A from B within the tolerance),
     "likely" (a pattern such as a size ratio points at it) or "unknown" (generic drift)."""
     d = _diagnose(a, b, rtol, atol, name, bn)
+    if d["kind"] == "generic drift" and name == "pixel_values" and resize:
+        from refimpl.conformance.diagnose_resize import resize_diagnosis
+
+        found = resize_diagnosis(a, resize["images"], resize["config"], resize["task"], rtol, atol)
+        if found is not None:
+            found["drift"] = d["message"]
+            d = found
     d.setdefault("confidence", CONFIDENCE.get(d["kind"], "certain"))
     d.setdefault("look_at", LOOK_AT.get(d["kind"], ""))
     return d
@@ -433,8 +446,9 @@ def _per_channel_affine(a, b, rtol, atol):
 
 
 def _bn_eps_result(eps, bn, scales):
+    where = f" ({bn['module']})" if bn.get("module") else ""
     return {"kind": "bn eps", "eps": eps, "eps_b": float(bn["eps"]), "scales": np.ravel(scales).tolist()[:16],
-            "message": f"bn eps: the per-channel scales follow this batch norm's running_var exactly as a different "
+            "message": f"bn eps: the per-channel scales follow this batch norm's{where} running_var exactly as a different "
                        f"eps makes them: consistent with eps = {eps:g} in A (B uses {float(bn['eps']):g})"}
 
 

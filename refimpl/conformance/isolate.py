@@ -17,14 +17,26 @@ compares the result with A's output of the layer:
 Layers that can be isolated (`layer_units(names)`): the ResNet backbone of either model, by the
 checkpoint's names (`resnet.CLASSIFIER_NAMES` for ResNet-50, `loaded.hparams.backbone_names` for
 DETR): the stem's conv+BN+ReLU and max pool, each bottleneck block, and each of its three steps.
-Other tensors (DETR's transformer, the classifier) raise IsolateError, saying which can.
+With DETR's hparams (`hp=`, `detr_units(hp)`), also DETR's input projection, every encoder and
+decoder layer, the decoder's final layer norm and the heads (`class_labels_classifier`,
+`bbox_predictor`, `pred_boxes`). Other tensors raise IsolateError, saying which can.
+
+A DETR layer's other inputs are read from A's dump when it has them, else from B's: the position
+embedding (`model.position_embedding`, else recomputed from the mask), the mask
+(`model.backbone.conv_encoder.mask`, else no padding), the encoder's output (the decoder's
+memory); the query position embeddings come from the weights.
+
+When a DETR transformer layer is wrong, isolate also re-runs it in the variants a port gets wrong
+(`VARIANTS`: the position embedding missing, added to the values too, the attention scale
+1/sqrt(d_head) missing; for the decoder also the query position embedding missing) and names the
+variant that reproduces A's output, or says none does.
 """
 
 import numpy as np
 
 from refimpl.conformance.numerics import DEFAULT_ATOL, DEFAULT_RTOL, as_float64, measure
 from refimpl.errors import RefimplError
-from refimpl.models import ops, resnet
+from refimpl.models import detr, ops, resnet
 
 
 class IsolateError(RefimplError):
@@ -52,20 +64,188 @@ def layer_units(names, depths=resnet.DEPTHS):
     return units
 
 
-def isolate(trace_a, trace_b, name, params, names, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL):
-    """Re-run refimpl's layer `name` on A's input of it -> {"verdict": "layer wrong" | "inherited",
-    "message", "input", "layer_vs_a": measure of refimpl(A's input) against A's output,
+# --- DETR's transformer and heads ----------------------------------------------------------------
+
+
+class _DetrInputs:
+    """A DETR layer's inputs besides its main one: A's dump first, then B's (see the module doc)."""
+
+    def __init__(self, trace_a, trace_b, hp, dtype):
+        self.a, self.b, self.hp, self.dtype = trace_a, trace_b, hp, dtype
+
+    def get(self, name, what):
+        for t in (self.a, self.b):
+            if name in t:
+                return np.asarray(t[name])
+        raise IsolateError(f"cannot isolate this DETR layer: neither side has {name!r} ({what}); dump it too")
+
+    def has(self, name):
+        return name in self.a or name in self.b
+
+    def mask_grid(self):
+        """(N, h, w) bool, True on real pixels."""
+        if self.has("model.backbone.conv_encoder.mask"):
+            return self.get("model.backbone.conv_encoder.mask", "the mask") != 0
+        n, _, h, w = self.get("model.input_projection", "to know the feature grid's size").shape
+        return np.ones((n, h, w), dtype=bool)
+
+    def mask(self):
+        m = self.mask_grid()
+        return m.reshape(m.shape[0], -1)
+
+    def pos(self):
+        """The image position embedding as tokens (N, h*w, D)."""
+        if self.has("model.position_embedding"):
+            pos = self.get("model.position_embedding", "the position embedding")
+        else:
+            pos = detr.sine_position_embedding(self.mask_grid(), self.hp.d_model // 2, self.dtype)
+        return tokens(pos).astype(self.dtype, copy=False)
+
+    def memory(self):
+        name = f"model.encoder.layers.{self.hp.encoder_layers - 1}"
+        return tokens(self.get(name, "the decoder's memory")).astype(self.dtype, copy=False)
+
+    def query_pos(self, params, n):
+        return np.broadcast_to(params["model.query_position_embeddings.weight"], (n, self.hp.num_queries, self.hp.d_model))
+
+
+def tokens(x):
+    """(N, D, h, w) -> (N, h*w, D), as DETR flattens its feature map; 3-D arrays pass through."""
+    x = np.asarray(x)
+    return x.reshape(x.shape[0], x.shape[1], -1).transpose(0, 2, 1) if x.ndim == 4 else x
+
+
+def _unscaled(params, attentions, head_dim):
+    """params with each attention's q_proj multiplied by sqrt(head_dim): refimpl's attention then
+    computes softmax(QK^T) - the attention scale 1/sqrt(d_head) missing."""
+    out = dict(params)
+    for a in attentions:
+        for k in (f"{a}.q_proj.weight", f"{a}.q_proj.bias"):
+            out[k] = (params[k] * np.sqrt(head_dim)).astype(params[k].dtype)
+    return out
+
+
+def _encoder_layer_pos_in_values(p, name, hp, src, pos, mask):
+    """detr.encoder_layer with the position embedding added to the values too."""
+    q = src + pos
+    src = detr.layer_norm(p, name + ".self_attn_layer_norm",
+                          src + detr.attention(p, name + ".self_attn", q, q, q, hp.encoder_heads, mask))
+    return detr.layer_norm(p, name + ".final_layer_norm", src + detr.feed_forward(p, name, src))
+
+
+def _decoder_layer_pos_in_values(p, name, hp, tgt, query_pos, memory, pos, mask):
+    """detr.decoder_layer with the position embeddings added to the values too (both attentions)."""
+    q = tgt + query_pos
+    tgt = detr.layer_norm(p, name + ".self_attn_layer_norm",
+                          tgt + detr.attention(p, name + ".self_attn", q, q, q, hp.decoder_heads, None))
+    keys = memory + pos
+    tgt = detr.layer_norm(p, name + ".encoder_attn_layer_norm",
+                          tgt + detr.attention(p, name + ".encoder_attn", tgt + query_pos, keys, keys,
+                                               hp.decoder_heads, mask))
+    return detr.layer_norm(p, name + ".final_layer_norm", tgt + detr.feed_forward(p, name, tgt))
+
+
+VARIANTS = {
+    "encoder": ("position embedding missing", "position embedding added to the values too",
+                "attention scale missing"),
+    "decoder": ("position embedding missing (image positions, in the cross-attention keys)",
+                "query position embedding missing", "position embeddings added to the values too",
+                "attention scale missing"),
+}
+
+
+def _encoder_unit(hp, i):
+    name = f"model.encoder.layers.{i}"
+    source = "model.input_projection" if i == 0 else f"model.encoder.layers.{i - 1}"
+    head_dim = hp.d_model // hp.encoder_heads
+
+    def run(p, x, ctx, variant=None):
+        src, pos, mask = tokens(x), ctx.pos(), ctx.mask()
+        if variant == "position embedding missing":
+            pos = np.zeros_like(pos)
+        elif variant == "position embedding added to the values too":
+            return _encoder_layer_pos_in_values(p, name, hp, src, pos, mask)
+        elif variant == "attention scale missing":
+            p = _unscaled(p, [name + ".self_attn"], head_dim)
+        return detr.encoder_layer(p, name, hp, src, pos, mask)
+    return name, (source, run, VARIANTS["encoder"])
+
+
+def _decoder_unit(hp, i):
+    name = f"model.decoder.layers.{i}"
+    source = f"model.encoder.layers.{hp.encoder_layers - 1}" if i == 0 else f"model.decoder.layers.{i - 1}"
+    head_dim = hp.d_model // hp.decoder_heads
+
+    def run(p, x, ctx, variant=None):
+        memory, pos, mask = ctx.memory(), ctx.pos(), ctx.mask()
+        query_pos = ctx.query_pos(p, memory.shape[0])
+        tgt = np.zeros_like(query_pos) if i == 0 else np.asarray(x)  # the queries start as zeros
+        if variant == VARIANTS["decoder"][0]:
+            pos = np.zeros_like(pos)
+        elif variant == "query position embedding missing":
+            query_pos = np.zeros_like(query_pos)
+        elif variant == "position embeddings added to the values too":
+            return _decoder_layer_pos_in_values(p, name, hp, tgt, query_pos, memory, pos, mask)
+        elif variant == "attention scale missing":
+            p = _unscaled(p, [name + ".self_attn", name + ".encoder_attn"], head_dim)
+        return detr.decoder_layer(p, name, hp, tgt, query_pos, memory, pos, mask)
+    return name, (source, run, VARIANTS["decoder"])
+
+
+def detr_units(hp):
+    """{tensor name: (input tensor name, f(params, x, inputs, variant=None) -> output, variants)} for
+    DETR's input projection, transformer layers and heads, in data-flow order."""
+    last = f"model.decoder.layers.{hp.decoder_layers - 1}"
+    units = {"model.input_projection": (hp.backbone_names.stage(3), lambda p, x, ctx, variant=None: ops.conv2d(
+        x, p["model.input_projection.weight"], p["model.input_projection.bias"]), ())}
+    units.update(_encoder_unit(hp, i) for i in range(hp.encoder_layers))
+    units.update(_decoder_unit(hp, i) for i in range(hp.decoder_layers))
+    units["model.decoder.layernorm"] = (last, lambda p, x, ctx, variant=None: detr.layer_norm(
+        p, "model.decoder.layernorm", x), ())
+    units["class_labels_classifier"] = ("model.decoder.layernorm", lambda p, x, ctx, variant=None: detr.linear(
+        p, "class_labels_classifier", x), ())
+    units["bbox_predictor"] = ("model.decoder.layernorm", lambda p, x, ctx, variant=None: detr.bbox_predictor(p, x), ())
+    units["pred_boxes"] = ("bbox_predictor", lambda p, x, ctx, variant=None: ops.sigmoid(x), ())
+    return units
+
+
+def _all_units(names, hp):
+    units = {k: (src, (lambda p, x, ctx, variant=None, f=f: f(p, x)), ())
+             for k, (src, f) in layer_units(names).items()}
+    if hp is not None:
+        units.update(detr_units(hp))
+    return units
+
+
+def _versus(ours, out_a, rtol, atol):
+    if ours.shape != out_a.shape:
+        return {"ok": False, "shape_ours": list(ours.shape), "shape_a": list(out_a.shape)}
+    return measure(out_a, ours, rtol, atol)
+
+
+def isolate(trace_a, trace_b, name, params, names, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, *, hp=None):
+    """Re-run refimpl's layer `name` (or the layer that holds it: `model.encoder.layers.2` for
+    `model.encoder.layers.2.self_attn.attn_weights`) on A's input of it -> {"verdict": "layer wrong" |
+    "inherited", "layer", "message", "input", "layer_vs_a": measure of refimpl(A's input) against A's output,
     "input_vs_b": measure of A's input against B's}.
 
     trace_a, trace_b: {tensor name: array} (compare's dumps, names already mapped). params: the
     checkpoint's parameters refimpl loaded (`loaded.checkpoint.params`). names: the backbone's
-    resnet.ResNetNames. Arrays are compared in float64, as compare does."""
-    units = layer_units(names)
+    resnet.ResNetNames. hp: DETR's detr.HParams, to isolate its transformer and heads too. Arrays
+    are compared in float64, as compare does.
+
+    When the layer is wrong and has variants (DETR's transformer layers), also "variant": the
+    variant that reproduces A's output (None: none does) and "variants": {variant: measure}."""
+    units = _all_units(names, hp)
+    if name not in units:  # a tensor inside a layer (an attention's output or weights): isolate the layer
+        inside = [u for u in units if name.startswith(u + ".")]
+        name = max(inside, key=len) if inside else name
     if name not in units:
         known = list(units)
-        raise IsolateError(f"cannot isolate {name!r}: refimpl re-runs only the ResNet backbone's layers "
+        what = "the ResNet backbone's layers" + (", DETR's transformer and heads" if hp is not None else "")
+        raise IsolateError(f"cannot isolate {name!r}: refimpl re-runs only {what} "
                            f"({known[0]}, {known[1]}, ... {known[-1]}; {len(known)} in all)")
-    source, layer = units[name]
+    source, layer, variants = units[name]
     for side, t in (("A", trace_a), ("B", trace_b)):
         if source not in t or (side == "A" and name not in t):
             raise IsolateError(f"cannot isolate {name!r}: {side} has no {source if source not in t else name!r} "
@@ -73,11 +253,9 @@ def isolate(trace_a, trace_b, name, params, names, rtol=DEFAULT_RTOL, atol=DEFAU
     x_a = np.asarray(trace_a[source])
     out_a = as_float64(np.asarray(trace_a[name]))
     dtype = np.asarray(next(iter(params.values()))).dtype
-    ours = as_float64(layer(params, x_a.astype(dtype, copy=False)))
-    if ours.shape != out_a.shape:
-        m = {"ok": False, "shape_ours": list(ours.shape), "shape_a": list(out_a.shape)}
-    else:
-        m = measure(out_a, ours, rtol, atol)
+    ctx = _DetrInputs(trace_a, trace_b, hp, dtype.type)
+    x = x_a.astype(dtype, copy=False)
+    m = _versus(as_float64(layer(params, x, ctx)), out_a, rtol, atol)
     inp = measure(x_a, trace_b[source], rtol, atol) if np.shape(x_a) == np.shape(trace_b[source]) else {"ok": False}
     if m["ok"]:
         verdict = "inherited"
@@ -90,8 +268,23 @@ def isolate(trace_a, trace_b, name, params, names, rtol=DEFAULT_RTOL, atol=DEFAU
                 f"max abs {m['max_abs']:.3g} > {m['limit']:.3g}")
         verdict = "layer wrong"
         message = (f"this layer is wrong: refimpl's {name} on A's own input ({source}) does not give A's output "
-                   f"({what}): look at A's weights and formula for {name}")
-    return {"verdict": verdict, "message": message, "input": source, "layer_vs_a": _plain(m), "input_vs_b": _plain(inp)}
+                   f"({what})")
+        tried = {v: _versus(as_float64(layer(params, x, ctx, variant=v)), out_a, rtol, atol) for v in variants}
+        found = [v for v, r in tried.items() if r["ok"]]
+        variant = min(found, key=lambda k: tried[k]["max_abs"]) if found else None
+        if variant is not None:
+            message += (f"; refimpl's layer with the variant '{variant}' reproduces it (max abs "
+                        f"{tried[variant]['max_abs']:.3g} <= {tried[variant]['limit']:.3g}): A's {name} has that "
+                        "porting bug")
+        elif tried:
+            message += (f"; none of the variants ({', '.join(tried)}) reproduces it either: look at A's weights and "
+                        f"formula for {name}")
+        else:
+            message += f": look at A's weights and formula for {name}"
+    result = {"verdict": verdict, "layer": name, "message": message, "input": source, "layer_vs_a": _plain(m), "input_vs_b": _plain(inp)}
+    if verdict == "layer wrong" and variants:
+        result.update(variant=variant, variants={k: _plain(r) for k, r in tried.items()})
+    return result
 
 
 def _plain(d):

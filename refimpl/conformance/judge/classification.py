@@ -21,6 +21,7 @@ def judge_classification(v, result, reference, tol):
     v.stats.update(n_claimed=len(claimed), n_reference=len(ref), matched=len(pairs), labels_agree=labels_agree,
                    max_score_diff=max(abs(c - r) for c, r in pairs) if pairs else None)
     judge_scores(v, pairs, tol, labels_agree, None)
+    recognise_wrong_image(v, claimed_labels, ref_labels)
     if len(claimed) != HOSTED_TOP_K:
         v.notes.append(f"{len(claimed)} labels; the hosted API returns {HOSTED_TOP_K}")
 
@@ -79,3 +80,27 @@ def compare_ranks(v, claimed_labels, claimed_scores, ref_labels, ref_scores, tol
                        "claimed_label": c_label, "claimed_score": c_score, "score_diff": diff,
                        "ok": bool(ok and (diff is None or diff <= tol.score_atol))})
     return pairs, labels_agree
+
+
+# A claim is probably for another image when its top labels and the reference's barely meet. The
+# numbers are measured (README, "Conformance and audit"): on the synthesized ResNet-50 at 64 px,
+# claims for the same image made with another resize filter (bilinear vs bicubic, 16 photos) share
+# 2 to 5 of the reference's top 5 and their top label is always in it; claims for another image
+# (240 ordered pairs) share 1 (118 pairs), 2 or 3 labels, never 0 - the synthesized model favours a
+# few classes whatever the image, so "nothing in common" alone would never fire. A trained model's
+# answers for two unrelated photos usually share nothing.
+WRONG_IMAGE_MAX_SHARED = 1
+
+
+def recognise_wrong_image(v, claimed_labels, ref_labels, k=HOSTED_TOP_K):
+    """Say when a disagreeing claim is probably for another image: its top label is not among the
+    reference's top k and the two top-k lists share at most WRONG_IMAGE_MAX_SHARED labels. Sets
+    `v.wrong_image` (the reason); the status stays disagree."""
+    if not v.problems or not claimed_labels or not ref_labels:
+        return
+    top_c, top_r = claimed_labels[:k], ref_labels[:k]
+    shared = [x for x in top_c if x in set(top_r)]
+    if top_c[0] not in set(top_r) and len(shared) <= WRONG_IMAGE_MAX_SHARED:
+        v.wrong_image = (f"the claimed top label {top_c[0]!r} is not in the reference's top {len(top_r)}, and the "
+                         f"two top-{k} lists share {len(shared) or 'no'} label{'' if len(shared) == 1 else 's'}"
+                         f"{' (' + shared[0] + ')' if shared else ''}")
