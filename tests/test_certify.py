@@ -130,7 +130,7 @@ FACTORIES = textwrap.dedent('''
 PLANTED = {
     # factory: (first divergence, diagnosis kind)
     "bgr": ("pixel_values", "channel swap"),
-    "bn_eps": ("resnet.encoder.stages.0.layers.0.layer.2", None),
+    "bn_eps": ("resnet.encoder.stages.0.layers.0.layer.2", "bn eps"),  # certify passes the BN statistics
     "missing_relu": ("resnet.encoder.stages.1.layers.1.layer.1", None),
     "v1_stride": ("resnet.encoder.stages.1.layers.0.layer.0", "stride mismatch"),  # issue 13: the size ratio names the stride
     "transposed": ("resnet.embedder", "layout transposed"),

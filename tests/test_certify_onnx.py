@@ -168,8 +168,8 @@ def test_unrecognised_graph_is_certified_on_outputs_only(resnet50_small_dir, str
 
 
 # planted bug: (edit of the legacy export, first divergence, diagnosis kind). BN eps folded into a
-# conv is a per-channel scale and offset of its output: diagnose.py names it "bn eps" only when
-# given the layer's BN parameters, which certify's compare does not pass today.
+# conv is a per-channel scale and offset of its output; certify gives the diagnosis the
+# checkpoint's BN statistics, so it is recognised as another eps.
 ONNX_BUGS = {
     "missing_relu": (lambda m, w: drop_relu(m, "resnet/encoder/stages.1/layers.1/layer/layer.1"),
                      "resnet.encoder.stages.1.layers.1.layer.1", "missing activation"),
@@ -178,7 +178,7 @@ ONNX_BUGS = {
     "bgr": (lambda m, w: channel_swap(m), "pixel_values", "channel swap"),
     "bn_eps": (lambda m, w: bn_eps(m, "resnet.encoder.stages.0.layers.0.layer.2",
                                                   "resnet/encoder/stages.0/layers.0/layer/layer.2", w),
-               "resnet.encoder.stages.0.layers.0.layer.2", "per-channel scale and offset"),
+               "resnet.encoder.stages.0.layers.0.layer.2", "bn eps"),
 }
 
 

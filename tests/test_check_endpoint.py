@@ -126,12 +126,14 @@ def wrong_labels(body):
 
 
 def test_disagreement_is_detected(stub, images, resnet50_dir, capsys):
+    """Five labels none of which is in the reference's top 5: the judge's rule for a response that
+    is probably for another image (refimpl/conformance/judge/classification.py)."""
     paths, _ = images
     s = stub(wrong_labels)
     code, out = run_cli(capsys, s.url + "/client/v4/accounts/x/ai/run", "--model", RESNET,
                         "--weights", str(resnet50_dir), *paths)
     assert code == 1
-    assert "verdict: DISAGREE: 2 of 2 image(s) DISAGREE" in out and "problem: rank 1: label 'TABBY'" in out
+    assert "verdict: WRONG IMAGE?: 2 of 2 image(s) WRONG IMAGE?" in out and "problem: rank 1: label 'TABBY'" in out
     path, headers, body = s.requests[0]
     assert path == "/client/v4/accounts/x/ai/run/@cf/microsoft/resnet-50"
     assert body == open(paths[0], "rb").read() and headers["Content-Type"] == "application/octet-stream"

@@ -246,7 +246,10 @@ def certify(impl, model="resnet-50", weights=None, revision=None, images=None, m
         if not result.tensors:
             raise AdapterError(f"{impl}: produced no tensor under a checkpoint name for {name} "
                                f"(unmapped: {result.unmapped[:6]}); give names with --map-file")
-        report = compare(theirs, reference, budgets=budgets)
+        # The checkpoint's BN statistics and the image let the diagnosis name a wrong eps or a
+        # wrong resize filter (float64 params: the reference is the float64 trace).
+        report = compare(theirs, reference, budgets=budgets, params=model64.checkpoint.params, image=case.pixels,
+                         preprocessor=model32.checkpoint.preprocessor)
         cases.append({"name": name, "input_sha256": sha256_bytes(data), "report": report,
                       "unmapped": result.unmapped, "notes": result.notes})
         unmapped += [u for u in result.unmapped if u not in unmapped]

@@ -19,9 +19,10 @@ it does differently, each step measured (docs/performance.md, benchmarks/layout_
    zero-bordered input buffer, so padding costs no extra pass.
 4. The max pool follows a ReLU, so its input is >= 0 and zero padding gives the same maximum as
    PyTorch's -inf padding (every 3x3/2 window with padding 1 holds at least one real pixel).
-5. **Both cores for the elementwise passes.** BLAS threads the GEMMs; bias+ReLU, the residual
-   pass, the im2col copy and the max pool are split in two halves by rows, the second on one
-   helper thread (`split`; numpy releases the GIL in its loops). Bit-identical to one thread.
+5. **Optionally, both cores for the elementwise passes** (`set_elementwise_threads(2)`): bias+ReLU,
+   the residual pass, the im2col copy and the max pool split in two halves by rows, the second on
+   one helper thread. Bit-identical to one thread; off by default, because it measured slower
+   here (see `split`).
 6. **One GEMM for conv3 and the shortcut conv** of a stage's first block:
    conv3(t) + shortcut(x) = [t | x'] @ [W3; Ws], with t written by the 3x3 conv's GEMM straight
    into the left columns of the joint matrix and x' (x subsampled) copied into the right ones.
@@ -304,37 +305,28 @@ def release_buffers():
     _WORKSPACE.bordered = {}
 
 
-# --- the second core: elementwise passes split in two ---------------------------------------------
+# --- the second core: elementwise passes split in two (opt-in) -----------------------------------
 #
 # BLAS runs the GEMMs on every core, but numpy's elementwise passes (bias, ReLU, residual add, the
-# im2col copy, the max pool) run on the calling thread alone: on a 2-core machine, one core idles
-# for about a fifth of the forward. numpy releases the GIL inside its loops, so a pass split in
-# two halves (the second on one helper thread) runs on both cores. The split is by rows (batch,
-# else image rows), every half writes only its own rows, and the values are exactly those of the
-# unsplit pass (elementwise work has no summation order). Small passes stay on one thread: waking
-# the helper costs tens of microseconds.
+# im2col copy, the max pool) run on the calling thread alone. numpy releases the GIL inside its
+# loops, so a pass can be split in two halves, the second on one helper thread. The split is by
+# rows (batch, else image rows), every half writes only its own rows, and the values are exactly
+# those of the unsplit pass (elementwise work has no summation order).
+#
+# Measured on this project's 2-core machines (benchmarks/fast_ablation.py, results in
+# benchmarks/results/ablation-*.json), the split does not pay: ResNet-50 batch 1 is ~6 % slower
+# with it, batch 8 the same, DETR 800x1066 ~7 % slower, with any threshold from 2^17 to 2^20
+# elements (OpenBLAS's worker keeps spinning on the second core after each GEMM, and the helper
+# thread competes with it). So the default is one thread; set_elementwise_threads(2) turns the
+# split on where a machine rewards it.
 
-SPLIT_MIN_ELEMENTS = 1 << 17  # passes over fewer elements than this are not split
-
-
-def _default_threads():
-    """2 on a machine with 2 or more cores, unless BLAS was told to use one thread (a process
-    that is one of several workers, e.g. `refimpl evaluate --workers N`): then 1, so that the
-    workers do not fight over the cores (measured: with the other core busy, a split pass waits
-    for it and the forward takes twice as long)."""
-    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        if os.environ.get(variable, "").strip() == "1":
-            return 1
-    return min(2, os.cpu_count() or 1)
-
-
-_HELPER = {"threads": _default_threads(), "pool": None}
+SPLIT_MIN_ELEMENTS = 1 << 17  # with the split on, passes over fewer elements than this are not split
+_HELPER = {"threads": 1, "pool": None}
 _HELPER_LOCK = threading.Lock()
 
 
 def set_elementwise_threads(threads):
-    """How many threads an elementwise pass may use: 1 (no helper) or 2 (the default on a
-    machine with 2 or more cores). `refimpl bench --threads 1` sets 1, so every peer runs alike.
+    """How many threads an elementwise pass may use: 1 (no helper thread, the default) or 2.
     Returns the previous value."""
     if threads not in (1, 2):
         raise ValueError(f"elementwise threads must be 1 or 2, got {threads!r}")
