@@ -480,7 +480,7 @@ def _image_ids(ds, features):
     column = next((c for c in ("image_id", "id") if c in features), None)
     if column is None:
         return list(range(1, len(ds) + 1))
-    ids = ds[column]
+    ids = list(ds[column])
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise DatasetError(f"the column {column!r} is taken as the image id, but is not all integers")
     if len(set(ids)) != len(ids):
