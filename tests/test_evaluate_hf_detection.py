@@ -223,3 +223,18 @@ def test_one_ground_truth_only_and_options_for_the_other_task_are_refused(tmp_pa
         evaluate(folder, "detr", label_column="label", progress=False, weights=str(tmp_path / "none"))
     with pytest.raises(DatasetError, match="--objects-column and --bbox-format are for detection"):
         evaluate(folder, "resnet-50", objects_column="objects", progress=False, weights=str(tmp_path / "none"))
+
+
+def test_image_ids_come_from_an_integer_column_else_the_row(tmp_path):
+    named = datasets.Sequence({"bbox": datasets.Sequence(datasets.Value("float64"), length=4),
+                               "category": datasets.ClassLabel(names=["cat"])})
+    objects = [{"bbox": [[1, 2, 3, 4]], "category": [0]}, {"bbox": [], "category": []}]
+    for column, values, feature, expected in [("image_id", [40, 7], datasets.Value("int64"), [40, 7]),
+                                              ("id", ["a", "b"], datasets.Value("string"), [1, 2])]:
+        folder = tmp_path / column
+        folder.mkdir()
+        ds = saved(folder, cat_rows(objects, **{column: values}), named, {column: feature})
+        items, _, coco = evaluation_data.hf_detection_items(ds, ID2LABEL, "disk")
+        assert [i.label for i in sorted(items, key=lambda i: i.row)] == expected
+        assert [image["id"] for image in coco["images"]] == expected
+        assert [a["image_id"] for a in coco["annotations"]] == expected[:1]

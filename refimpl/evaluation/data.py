@@ -476,8 +476,10 @@ def _objects_of(value, where):
 
 
 def _image_ids(ds, features):
-    """Each row's image id: its `image_id` (or `id`) column of integers, else the row number + 1."""
-    column = next((c for c in ("image_id", "id") if c in features), None)
+    """Each row's image id: its `image_id` (or `id`) column of integers, else the row number + 1
+    (a column of that name holding strings is not an image id COCO can take, and is not used)."""
+    column = next((c for c in ("image_id", "id") if c in features
+                   and str(getattr(features[c], "dtype", "")).startswith(("int", "uint"))), None)
     if column is None:
         return list(range(1, len(ds) + 1))
     ids = list(ds[column])
