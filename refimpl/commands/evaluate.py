@@ -6,8 +6,10 @@ Classification: DATA is an ImageNet-style folder (one subfolder per class, named
 such as n01440764, by class index, or by label), or any folder with --labels FILE (CSV
 file,label; label a class index or an id2label name), or a Hugging Face dataset (a save_to_disk
 folder, an imagefolder, a hub name; image and label columns found by feature type). Detection: DATA is a folder of images and
---annotations a COCO instances_*.json; every query's detection is scored with pycocotools'
-COCOeval (pip install 'refimpl[evaluate]'). --claimed DIR audits a service's claimed responses
+--annotations a COCO instances_*.json, or a Hugging Face detection dataset (an Image column and
+an objects column of bbox and category per object, boxes COCO [x, y, width, height] in pixels
+unless --bbox-format xyxy; categories a ClassLabel or names), whose COCO ground truth is built in
+memory; every query's detection is scored with pycocotools' COCOeval (pip install 'refimpl[evaluate]'). --claimed DIR audits a service's claimed responses
 (DIR/NAME.json at each image's place) like audit-dir, with the dataset statistics.
 
 One JSON line per image goes to --out (default DATA/evaluate-<model>.jsonl) as it is computed; a
@@ -27,7 +29,8 @@ def register(sub):
     p.add_argument("data", metavar="DATA", help="the dataset folder, a Hugging Face save_to_disk folder or imagefolder, "
                                                 "or a hub dataset name")
     add_model_options(p, "fast")
-    p.add_argument("--annotations", metavar="ANN.json", help="COCO instances file (detection)")
+    p.add_argument("--annotations", metavar="ANN.json", help="COCO instances file (detection, with a folder of images; "
+                                                               "a Hugging Face dataset has its own boxes)")
     p.add_argument("--labels", metavar="FILE", help="CSV file,label for a flat classification folder")
     hf = p.add_argument_group("Hugging Face datasets (pip install 'refimpl[evaluate]')")
     hf.add_argument("--format", dest="hf_format", choices=["disk", "imagefolder", "hub"],
@@ -36,6 +39,11 @@ def register(sub):
     hf.add_argument("--split", help="the split of a dataset with several (default validation, val, test or the only one)")
     hf.add_argument("--image-column", metavar="NAME", help="the image column (default: the one Image feature)")
     hf.add_argument("--label-column", metavar="NAME", help="the label column (default: the one ClassLabel feature)")
+    hf.add_argument("--objects-column", metavar="NAME",
+                    help="detection: the objects column, bbox and category per object (default: the one with a bbox)")
+    hf.add_argument("--bbox-format", choices=["xywh", "xyxy"],
+                    help="detection: the dataset's boxes, COCO [x, y, width, height] (xywh, the default) or corners "
+                         "[x0, y0, x1, y1] (xyxy), in pixels")
     p.add_argument("--out", metavar="RESULTS.jsonl", help="results file (default DATA/evaluate-<model>.jsonl)")
     p.add_argument("--restart", action="store_true", help="discard earlier results (of this tool) and start over")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images of the sorted dataset only")
@@ -67,7 +75,8 @@ def run(args):
                       limit=args.limit, workers=args.workers, batch=args.batch, threads=args.threads, ray=args.ray, restart=args.restart,
                       progress=not args.no_progress, weights=args.weights, revision=args.revision, dtype=args.dtype,
                       path=args.path, claimed=args.claimed, tolerances=tol, accept=accept, hf_format=args.hf_format,
-                      split=args.split, image_column=args.image_column, label_column=args.label_column)
+                      split=args.split, image_column=args.image_column, label_column=args.label_column,
+                      objects_column=args.objects_column, bbox_format=args.bbox_format)
     if args.json:
         print_json(report)
     else:

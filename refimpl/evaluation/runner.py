@@ -65,7 +65,8 @@ def is_evaluate_record(rec):
 
 def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, limit=None, workers=None, batch=None,
              threads=None, ray=None, restart=False, progress=True, weights=None, revision=None, dtype="float32", path="fast",
-             claimed=None, tolerances=None, accept=(), hf_format=None, split=None, image_column=None, label_column=None):
+             claimed=None, tolerances=None, accept=(), hf_format=None, split=None, image_column=None, label_column=None,
+             objects_column=None, bbox_format=None):
     """Evaluate `model` on the dataset `data` (see refimpl.evaluation.data) -> the report (dict).
 
     out: the results file (default DATA/evaluate-<model>.jsonl); a rerun resumes it. limit: the
@@ -79,25 +80,21 @@ def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, l
     judged with `tolerances` and `accept` as audit-dir judges) and the report the audits'
     dataset statistics (refimpl.conformance.audit_dir.statistics).
     hf_format, split, image_column, label_column: a Hugging Face `datasets` dataset as `data`
-    (refimpl.evaluation.data.hf_items; the format is found from `data` unless given)."""
+    (refimpl.evaluation.data.hf_items; the format is found from `data` unless given); for
+    detection, objects_column and bbox_format ("xywh", the default, or "xyxy"): its boxes, from
+    which the COCO ground truth is built (refimpl.evaluation.data.hf_detection_items)."""
     spec = registry.get(model)
     detection = spec.task == "object-detection"
-    if detection and annotations is None:
-        raise DatasetError(f"{spec.name} is evaluated against COCO annotations: pass --annotations instances.json")
-    if not detection and annotations is not None:
-        raise DatasetError(f"{spec.name} is a classifier: --annotations is for detection; use --labels or class folders")
+    fmt = _dataset_format(spec, data, annotations, labels, hf_format, label_column, objects_column, bbox_format)
     loading = {"weights": weights, "revision": revision, "dtype": dtype, "path": path}
     loaded = spec.load(**loading)
     id2label = loaded.checkpoint.id2label
     coco = cats = source = None
-    fmt = None if detection else datasets.hf_format(data, hf_format)
-    if fmt is not None and labels is not None:
-        raise DatasetError("--labels is for a folder of images; a Hugging Face dataset has its own label column "
-                           "(--label-column)")
-    if detection and hf_format is not None:
-        raise DatasetError("Hugging Face datasets are read for classification only; detection reads a folder of images "
-                           "and COCO --annotations")
-    if fmt is not None:
+    if fmt is not None and detection:
+        items, source, coco = datasets.hf_detection_items(data, id2label, fmt, split, image_column, objects_column,
+                                                          bbox_format or "xywh")
+        cats = datasets.category_map(coco, id2label)
+    elif fmt is not None:
         items, source = datasets.hf_items(data, id2label, fmt, split, image_column, label_column)
     elif detection:
         coco = datasets.read_coco(annotations)
@@ -175,6 +172,42 @@ def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, l
                      if spec.task == "image-classification" else
                      "COCO bbox AP (pycocotools COCOeval) of every query's detection against the annotations"),
     }
+
+
+def _dataset_format(spec, data, annotations, labels, hf_format, label_column, objects_column, bbox_format):
+    """Which reader `data` needs (data.hf_format: a Hugging Face format, or None for a folder),
+    and the options that do not fit it refused, before the model is loaded.
+
+    Detection: with --annotations, `data` is a folder of images (an imagefolder's metadata file is
+    then ignored: the annotation file says what is there); a save_to_disk folder carries its own
+    boxes and is refused with it, as is --format (one ground truth, never two).
+    Without --annotations, `data` must be a Hugging Face detection dataset."""
+    detection = spec.task == "object-detection"
+    fmt = datasets.hf_format(data, hf_format)
+    if not detection:
+        if annotations is not None:
+            raise DatasetError(f"{spec.name} is a classifier: --annotations is for detection; use --labels or class folders")
+        if objects_column is not None or bbox_format is not None:
+            raise DatasetError(f"{spec.name} is a classifier: --objects-column and --bbox-format are for detection datasets")
+        if fmt is not None and labels is not None:
+            raise DatasetError("--labels is for a folder of images; a Hugging Face dataset has its own label column "
+                               "(--label-column)")
+        return fmt
+    if label_column is not None:
+        raise DatasetError(f"{spec.name} detects objects: --label-column is for classification; a detection dataset's "
+                           "boxes and categories are in its objects column (--objects-column)")
+    if annotations is not None:
+        if hf_format is not None or fmt == "disk":  # (a "hub" name here is a folder that is not there)
+            raise DatasetError(f"{data} is a Hugging Face dataset, which carries its own boxes (its objects column): "
+                               "--annotations is for a folder of images; give one ground truth, not two")
+        if bbox_format is not None:
+            raise DatasetError("--bbox-format is for a Hugging Face dataset's boxes; a COCO annotation file's are "
+                               "always [x, y, width, height]")
+        return None
+    if fmt is None:
+        raise DatasetError(f"{spec.name} is evaluated against COCO annotations: pass --annotations instances.json, "
+                           "or give a Hugging Face detection dataset (a save_to_disk folder, an imagefolder, a hub name)")
+    return fmt
 
 
 def setup_digest(loaded, batch, threads, judged=None):
