@@ -199,6 +199,7 @@ def test_malformed_detection_datasets_are_typed_errors(tmp_path):
           extra={"image_id": datasets.Value("int64")})
     crowd = datasets.Sequence({"bbox": boxes, "category": datasets.ClassLabel(names=["cat"]), "iscrowd": datasets.Value("int64")})
     fails(cat_rows([{"bbox": [[1, 2, 3, 4]], "category": [0], "iscrowd": [2]}]), crowd, "iscrowd 2 is not 0 or 1")
+    fails(cat_rows([{"bbox": [[0.1, 0.2, 0.3, 0.4]], "category": [0]}]), named, "look normalised to the image size")
     # no objects column at all: a classification dataset
     folder = tmp_path / "classes"
     datasets.Dataset.from_dict({"image": [{"bytes": CAT.read_bytes(), "path": "cat.png"}], "label": [0]},

@@ -349,6 +349,12 @@ def hf_detection_items(data, id2label, fmt, split=None, image_column=None, objec
                                 "iscrowd": int(crowd or 0)})
     if not items:
         raise DatasetError(f"the dataset {data} has no rows")
+    if annotations and all(max(a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]) <= 1.0 for a in annotations) \
+            and any(min(i.get("width", 2), i.get("height", 2)) > 1 for i in images):
+        # every box inside the unit square of images larger than a pixel: normalised coordinates,
+        # which read as pixels would score every detection against a speck in the corner
+        raise DatasetError(f"every box of {data} lies within [0, 1]: the boxes look normalised to the image size; "
+                           "refimpl reads them in pixels of the image: scale them by the width and height first")
     if annotations and outside > OUTSIDE_LIMIT * len(annotations):
         raise DatasetError(f"{outside} of the {len(annotations)} boxes of {data} reach past their image: are they "
                            f"{'[x0, y0, x1, y1]' if bbox_format == 'xywh' else '[x, y, width, height]'}? "
