@@ -1,5 +1,5 @@
 """Session fixtures: synthesized checkpoints (built once per test session, in a temp dir) and the
-reference stack's versions in the report header."""
+reference stack's versions in the report header and again at the end (-q hides the header)."""
 
 import os
 
@@ -16,7 +16,8 @@ from fixtures_audit import weights  # noqa: E402,F401
 REFERENCE_STACK = ("numpy", "torch", "torchvision", "transformers", "timm", "pillow", "safetensors", "hypothesis")
 
 
-def pytest_report_header(config):
+def stack_lines():
+    """The versions the results were validated with, and the BLAS variables in effect."""
     from importlib.metadata import PackageNotFoundError, version
 
     found = []
@@ -29,11 +30,19 @@ def pytest_report_header(config):
     return ["reference stack: " + ", ".join(found), "BLAS environment: " + (", ".join(blas) or "(none set)")]
 
 
+def pytest_report_header(config):
+    return stack_lines()
+
+
 def pytest_terminal_summary(terminalreporter):
     import json
 
     import report
 
+    # The header is hidden under -q (the README's and CI's command): say it again at the end.
+    terminalreporter.section("reference stack")
+    for line in stack_lines():
+        terminalreporter.write_line(line)
     if not report.ROWS:
         return
     terminalreporter.section("per-layer errors against the reference (worst case per layer)")
