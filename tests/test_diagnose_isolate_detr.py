@@ -77,6 +77,27 @@ def decoder_no_image_positions(hf):  # decoder layer 3's cross-attention keys wi
     attention.forward = without
 
 
+def decoder_no_query_positions(hf):  # decoder layer 3 does not pass the object queries' position embedding
+    layer = hf.model.decoder.layers[3]
+    forward = layer.forward
+    layer.forward = lambda hidden_states, attention_mask, spatial_position_embeddings, object_queries_position_embeddings, \
+        *args, **kw: forward(hidden_states, attention_mask, spatial_position_embeddings, None, *args, **kw)
+
+
+def decoder_positions_in_values(hf):  # decoder layer 3 adds the position embeddings to the values too
+    layer = hf.model.decoder.layers[3]
+    self_attn, cross_attn = layer.self_attn.forward, layer.encoder_attn.forward
+    # self-attention: the queries' positions on queries, keys and values alike
+    layer.self_attn.forward = lambda hidden_states, attention_mask=None, position_embeddings=None, **kw: self_attn(
+        hidden_states + position_embeddings, attention_mask, None, **kw)
+
+    def cross(hidden_states, key_value_states, attention_mask=None, position_embeddings=None,
+              encoder_position_embeddings=None, **kw):  # the image positions on the keys and the values
+        return cross_attn(hidden_states, key_value_states + encoder_position_embeddings, attention_mask,
+                          position_embeddings, None, **kw)
+    layer.encoder_attn.forward = cross
+
+
 def decoder_no_attention_scale(hf):
     layer = hf.model.decoder.layers[3]
     layer.self_attn.scaling = layer.encoder_attn.scaling = 1.0
@@ -87,6 +108,8 @@ def decoder_no_attention_scale(hf):
     (position_in_values, "model.encoder.layers.2", "position embedding added to the values too"),
     (no_attention_scale, "model.encoder.layers.2", "attention scale missing"),
     (decoder_no_image_positions, "model.decoder.layers.3", VARIANTS["decoder"][0]),
+    (decoder_no_query_positions, "model.decoder.layers.3", "query position embedding missing"),
+    (decoder_positions_in_values, "model.decoder.layers.3", VARIANTS["decoder"][2]),
     (decoder_no_attention_scale, "model.decoder.layers.3", "attention scale missing"),
 ])
 def test_the_variant_that_reproduces_a_is_named(detr_hf, ref, edit, layer, variant):
