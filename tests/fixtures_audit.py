@@ -1,5 +1,7 @@
 """Fixtures shared by the audit tests (tests/test_audit.py, tests/test_audit_dir.py)."""
 
+import json
+
 import pytest
 from PIL import Image
 
@@ -21,3 +23,15 @@ def weights(tmp_path_factory, resnet50_dir):
 
 def photo(seed, h=60, w=80):
     return encode(Image.fromarray(pixels(h, w, seed=seed)), "PNG")
+
+
+def envelope(result):
+    """The hosted API's success envelope around `result`."""
+    return {"result": result, "success": True, "errors": [], "messages": []}
+
+
+def write(tmp_path, obj, name="claim.json"):
+    """A claim file: `obj` as JSON, or a string written as it is."""
+    path = tmp_path / name
+    path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return path

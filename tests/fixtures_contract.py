@@ -85,11 +85,39 @@ def detr_all_queries(detr_weights, detr_image):
 def contract_server(contract_weights):
     """A ContractServer on 127.0.0.1, a free port, no token, small body limit (64 KiB), logging
     into `server.lines`. Stopped at the end of the module."""
+    yield from running_server(contract_weights)
+
+
+def running_server(contract_weights, **options):
+    """Generator for a module fixture: a started ContractServer on 127.0.0.1 and a free port, 64 KiB
+    body limit, logging into `server.lines`, `options` passed on (request_timeout, ...); stopped
+    when the fixture ends."""
     from refimpl.serving.server import ContractServer
 
     lines = []
-    server = ContractServer(("127.0.0.1", 0), max_body=64 * 1024, weights=contract_weights, log=lines.append)
+    server = ContractServer(("127.0.0.1", 0), max_body=64 * 1024, weights=contract_weights, log=lines.append, **options)
     server.lines = lines
     server.start()
     yield server
     server.stop()
+
+
+def recv_all(sock, deadline=None, resets=False):
+    """Every byte the peer sends until it closes the connection (or resets it, when `resets`: a
+    server may answer and reset a connection whose request it refused). With `deadline`
+    (time.monotonic()), fails the test when the answer is not complete by then."""
+    import time
+
+    chunks = []
+    while True:
+        assert deadline is None or time.monotonic() < deadline, "no answer within the time limit"
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            if not resets:
+                raise
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -10,7 +10,7 @@ from refimpl.serving import contract
 from refimpl.conformance.audit import audit
 from refimpl.cli import main
 from refimpl.pipeline import postprocess
-from fixtures_audit import photo  # the `weights` fixture comes through conftest
+from fixtures_audit import envelope, photo, write  # the `weights` fixture comes through conftest
 
 RESNET = "@cf/microsoft/resnet-50"
 DETR = "@cf/facebook/detr-resnet-50"
@@ -25,16 +25,6 @@ def case(tmp_path_factory, weights):
     image.write_bytes(photo(1))
     answer = contract.run(RESNET, image.read_bytes(), weights=weights)
     return image, answer
-
-
-def envelope(result):
-    return {"result": result, "success": True, "errors": [], "messages": []}
-
-
-def write(tmp_path, obj, name="claim.json"):
-    path = tmp_path / name
-    path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
-    return path
 
 
 def cli(image, claimed, weights, *extra, model="resnet-50"):

@@ -16,21 +16,11 @@ from refimpl.conformance import audit_dir as audit_module
 from refimpl.conformance.audit_dir import audit_dir, read_records
 from refimpl.errors import ResultsFileError
 from refimpl.serving import contract
-from fixtures_audit import photo  # the `weights` fixture comes through conftest
+from fixtures_audit import envelope, photo, write  # the `weights` fixture comes through conftest
 
 RESNET = "@cf/microsoft/resnet-50"
 DETR = "@cf/facebook/detr-resnet-50"
 
-
-
-def envelope(result):
-    return {"result": result, "success": True, "errors": [], "messages": []}
-
-
-def write(tmp_path, obj, name="claim.json"):
-    path = tmp_path / name
-    path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
-    return path
 
 
 def swap_first_two(answer):

@@ -78,3 +78,16 @@ def test_isolate_reaches_detr_transformer_layers(detr_small_dirs, tmp_path, caps
     assert v["layer"] == layer and v["verdict"] == "layer wrong" and v["variant"] is None, v["message"]
     assert set(v["variants"]) == {"position embedding missing", "position embedding added to the values too",
                                   "attention scale missing"}
+
+
+@pytest.mark.parametrize("argv, option", [(["compare", "a.npz", "b.npz", "--rtol=-1e-4"], "--rtol"),
+                                          (["compare", "a.npz", "b.npz", "--atol", "nan"], "--atol"),
+                                          (["certify", "dump:x.npz", "--floor=-1"], "--floor"),
+                                          (["certify", "dump:x.npz", "--factor", "inf"], "--factor")])
+def test_negative_or_non_finite_tolerances_are_refused(argv, option, capsys):
+    """Before anything is read: argparse's usage error (exit 2) naming the option."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: must be a finite number >= 0" in err

@@ -14,8 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from refimpl.serving import contract
-from refimpl.serving.server import ContractServer
-from fixtures_contract import RESNET, encoded_image
+from fixtures_contract import RESNET, encoded_image, recv_all, running_server
 
 ROUTE = "/client/v4/accounts/fuzz/ai/run/"
 # status -> the codes it may carry (README, "### `refimpl serve`")
@@ -27,14 +26,9 @@ PNG = encoded_image(40, 30, "PNG", seed=7)
 
 @pytest.fixture(scope="module")
 def server(contract_weights):
-    lines = []
-    server = ContractServer(("127.0.0.1", 0), max_body=64 * 1024, weights=contract_weights, log=lines.append,
-                            request_timeout=3)
-    server.lines = lines
-    server.start()
-    yield server
-    server.stop()
-    assert not [line for line in lines if "internal error" in line or "Traceback" in line]
+    for server in running_server(contract_weights, request_timeout=3):
+        yield server
+    assert not [line for line in server.lines if "internal error" in line or "Traceback" in line]
 
 
 @pytest.fixture(scope="module")
@@ -118,17 +112,7 @@ def exchange(server, data):
             s.shutdown(socket.SHUT_WR)
         except OSError:  # the server answered and closed before reading everything: read the answer
             pass
-        chunks = []
-        while True:
-            assert time.monotonic() < deadline, "no answer within the time limit"
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return b"".join(chunks)
+        return recv_all(s, deadline, resets=True)
 
 
 def check_answer(raw, path, answers):
@@ -186,11 +170,7 @@ def test_the_server_still_answers_exactly(server, answers):
 @pytest.fixture(scope="module")
 def impatient_server(contract_weights):
     """A server with a 0.5 s request deadline."""
-    server = ContractServer(("127.0.0.1", 0), max_body=64 * 1024, weights=contract_weights, log=lambda line: None,
-                            request_timeout=0.5)
-    server.start()
-    yield server
-    server.stop()
+    yield from running_server(contract_weights, request_timeout=0.5)
 
 
 @settings(max_examples=12, **FUZZ)
@@ -205,14 +185,5 @@ def test_fuzzed_requests_that_stall(impatient_server, answers, request, fraction
             s.sendall(data[: int(len(data) * fraction)])
         except OSError:
             pass
-        chunks = []
-        while True:
-            assert time.monotonic() < deadline, "no answer within 10 s for a 0.5 s deadline"
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    check_answer(b"".join(chunks), path, answers)
+        answer = recv_all(s, deadline, resets=True)  # within 10 s for a 0.5 s deadline
+    check_answer(answer, path, answers)

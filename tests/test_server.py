@@ -17,7 +17,7 @@ import pytest
 from refimpl.serving import contract
 from refimpl.serving.server import ContractServer, parse_route
 from refimpl.pipeline import postprocess
-from fixtures_contract import DETR, RESNET, encoded_image
+from fixtures_contract import DETR, RESNET, encoded_image, recv_all, running_server
 
 ROUTE = "/client/v4/accounts/acc123/ai/run/"
 
@@ -36,28 +36,15 @@ def call(server, path, body=None, method="POST", headers=None, timeout=60):
 
 def raw_call(server, data, timeout=10):
     """Send bytes as they are on a socket; return the parsed (status, JSON body)."""
-    with socket.create_connection(server.server_address[:2], timeout=timeout) as s:
-        s.sendall(data)
-        chunks = []
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body)
+    sock = socket.create_connection(server.server_address[:2], timeout=timeout)
+    sock.sendall(data)
+    return read_answer(sock)
 
 
 def read_answer(sock):
     """Read a whole answer from a socket until the server closes it -> (status, JSON body)."""
-    chunks = []
     with sock:
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+        head, _, body = recv_all(sock).partition(b"\r\n\r\n")
     return int(head.split()[1]), json.loads(body)
 
 
@@ -395,13 +382,7 @@ HEAD = f"POST {ROUTE}{RESNET} HTTP/1.1\r\nHost: x\r\n"
 @pytest.fixture(scope="module")
 def quick_server(contract_weights):
     """A server with a 1.5 s request deadline, logging into `server.lines`."""
-    lines = []
-    server = ContractServer(("127.0.0.1", 0), max_body=64 * 1024, weights=contract_weights, log=lines.append,
-                            request_timeout=1.5)
-    server.lines = lines
-    server.start()
-    yield server
-    server.stop()
+    yield from running_server(contract_weights, request_timeout=1.5)
 
 
 def open_socket(server, data=b"", timeout=10):

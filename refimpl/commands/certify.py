@@ -10,7 +10,7 @@ compared); 2: the implementation could not be run or read."""
 
 import sys
 
-from .common import add_model_argument, print_json
+from .common import add_model_argument, nonnegative_float, print_json
 
 
 def register(sub):
@@ -24,8 +24,8 @@ def register(sub):
     p.add_argument("--revision", help="hub revision")
     p.add_argument("--map-file", metavar="JSON", help="name map for the implementation's tensors (compare's syntax)")
     p.add_argument("--layout", choices=["nchw", "nhwc"], default="nchw", help="nhwc: a channels-last dump")
-    p.add_argument("--factor", type=float, default=None, help="budget factor on refimpl's own float32 error (default 10)")
-    p.add_argument("--floor", type=float, default=None, help="budget floor, relative (default 1e-6)")
+    p.add_argument("--factor", type=nonnegative_float, default=None, help="budget factor on refimpl's own float32 error (default 10)")
+    p.add_argument("--floor", type=nonnegative_float, default=None, help="budget floor, relative (default 1e-6)")
     p.add_argument("--tensors", action="store_true", help="print the per-tensor table (budget, headroom)")
     p.add_argument("--json", action="store_true", help="the report as JSON (docs/conformance.md)")
     p.add_argument("--report", metavar="OUT.html", help="also write a self-contained HTML report (verdict, coverage, error vs budget per tensor)")
@@ -38,8 +38,6 @@ def run(args):
 
     factor = FACTOR if args.factor is None else args.factor
     floor = FLOOR if args.floor is None else args.floor
-    if factor < 0 or floor < 0:
-        raise ValueError("--factor and --floor must not be negative")
 
     def progress(i, n, name):
         print(f"[{i}/{n}] {name}", file=sys.stderr)

@@ -92,6 +92,17 @@ def threshold_type(text):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def nonnegative_float(text):
+    """argparse type: a tolerance, budget factor or floor: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
 def print_json(obj, file=None):
     json.dump(obj, file or sys.stdout, indent=2, allow_nan=False)
     (file or sys.stdout).write("\n")

@@ -14,7 +14,7 @@ compared); 2: unreadable input.
 norm's output is checked against that BN's running_var ("consistent with eps = 1e-3"), and with
 --image, a divergence at pixel_values against candidate resize filters."""
 
-from .common import add_model_argument, add_weights_options, print_json
+from .common import add_model_argument, add_weights_options, nonnegative_float, print_json
 
 
 def register(sub):
@@ -22,8 +22,8 @@ def register(sub):
                        description=__doc__)
     p.add_argument("a", help="trace under test (file or folder)")
     p.add_argument("b", help="reference trace (file or folder)")
-    p.add_argument("--rtol", type=float, default=None, help="relative tolerance, of max|B| (default 1e-4)")
-    p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default 1e-6)")
+    p.add_argument("--rtol", type=nonnegative_float, default=None, help="relative tolerance, of max|B| (default 1e-4)")
+    p.add_argument("--atol", type=nonnegative_float, default=None, help="absolute tolerance (default 1e-6)")
     p.add_argument("--map", action="append", default=[], metavar="OLD=NEW",
                    help="rename a tensor before matching (repeatable); OLD*=NEW* rewrites a prefix; "
                         "'layer{S}.{B}=stages.{S-1}.layers.{B}' captures; 're:REGEX=...' a regular expression")
@@ -56,8 +56,6 @@ def run(args):
 
     rtol = DEFAULT_RTOL if args.rtol is None else args.rtol
     atol = DEFAULT_ATOL if args.atol is None else args.atol
-    if rtol < 0 or atol < 0:
-        raise ValueError("--rtol and --atol must not be negative")
     model = _model(args) if (args.weights or args.isolate or args.image) else None
     evidence = {}
     if model is not None:
