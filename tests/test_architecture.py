@@ -14,6 +14,7 @@ ROOT = Path(refimpl.__file__).parent
 ALLOWED = {
     "errors": set(),
     "provenance": set(),
+    "numerics": set(),
     "models": {"errors"},
     "pipeline": {"errors", "models", "provenance"},
     "registry": {"errors", "pipeline", "serving.schemas", "viz"},
@@ -22,17 +23,27 @@ ALLOWED = {
     "serving.schemas": {"pipeline"},
     "serving": {"errors", "models", "pipeline", "registry", "refimpl", "provenance", "serving.schemas"},
     "viz": {"errors", "models", "pipeline"},
-    "conformance": {"errors", "models", "pipeline", "registry", "refimpl", "serving", "provenance", "conformance.adapters"},
+    # The diagnosis catalogue: why two tensors (or two answers) differ. Below both kits.
+    "diagnoses": {"errors", "numerics", "models", "pipeline"},
+    # The tensor kit: traces, compare, certify, golden sets, isolate, the adapters to other implementations.
+    # (golden sets also record the answer tolerances the audit kit will judge a port's outputs with)
+    "conformance": {"errors", "numerics", "diagnoses", "models", "pipeline", "registry", "refimpl", "serving",
+                    "provenance", "conformance.adapters", "audit"},
     # adapters wrap other implementations (torch, onnxruntime, ...): imported lazily, inside functions
-    "conformance.adapters": {"errors", "models", "pipeline", "registry", "refimpl", "serving", "provenance", "conformance"},
+    "conformance.adapters": {"errors", "numerics", "models", "pipeline", "registry", "refimpl", "serving", "provenance",
+                             "conformance"},
+    # The answer-audit kit: a claimed response judged against the reference's (never tensors).
+    "audit": {"errors", "numerics", "diagnoses", "pipeline", "registry", "refimpl", "serving", "provenance"},
+    # HTML reports of both kits' results (the kits hand them plain dicts).
+    "reports": {"errors", "audit", "diagnoses"},
     "perf": {"errors", "models", "pipeline", "registry", "viz"},
     # Whole datasets (refimpl evaluate): runs models through the registry, shares audit-dir's results file.
-    "evaluation": {"errors", "models", "pipeline", "registry", "conformance"},
+    "evaluation": {"errors", "models", "pipeline", "registry", "audit"},
     "synth": set(),
     # The synthesized datasets label images with a reference run of refimpl's own model.
     "synth.datasets": {"errors", "registry", "pipeline", "evaluation"},
-    "commands": {"errors", "registry", "refimpl", "pipeline", "serving", "conformance", "viz", "perf", "models", "cli",
-                 "evaluation"},
+    "commands": {"errors", "registry", "refimpl", "pipeline", "serving", "conformance", "audit", "diagnoses", "reports",
+                 "viz", "perf", "models", "cli", "evaluation"},
     "cli": {"errors", "refimpl", "commands"},
     "__main__": {"cli"},
 }

@@ -7,7 +7,7 @@ import pytest
 
 from hf_trace import small_checkpoint
 from refimpl.serving import contract
-from refimpl.conformance.audit import audit
+from refimpl.audit.image import audit
 from refimpl.cli import main
 from refimpl.pipeline import postprocess
 from fixtures_audit import envelope, photo, write  # the `weights` fixture comes through conftest

@@ -12,8 +12,9 @@ import sys
 import pytest
 
 from refimpl.cli import main
-from refimpl.conformance import audit_dir as audit_module
-from refimpl.conformance.audit_dir import audit_dir, read_records
+from refimpl.audit import folder as audit_module
+from refimpl.audit.folder import audit_dir
+from refimpl.audit.results import read_records
 from refimpl.errors import ResultsFileError
 from refimpl.serving import contract
 from fixtures_audit import envelope, photo, write  # the `weights` fixture comes through conftest
@@ -259,7 +260,7 @@ def test_summary_statistics(folder, weights, tmp_path):
 
 
 def test_audit_dir_report_is_a_self_contained_page(folder, weights, tmp_path, capsys):
-    """--report writes the summary as one HTML file (refimpl.conformance.report_html), in the same
+    """--report writes the summary as one HTML file (refimpl.reports.html), in the same
     words as the text summary."""
     from refimpl.cli import main
 

@@ -8,7 +8,7 @@ import pytest
 
 from refimpl import cli
 from refimpl.serving import contract
-from refimpl.conformance.check_endpoint import check_endpoint, endpoint_url
+from refimpl.audit.endpoint import check_endpoint, endpoint_url
 from refimpl.serving.server import ContractServer
 from refimpl.pipeline import postprocess
 from fixtures_contract import DETR, RESNET
@@ -127,7 +127,7 @@ def wrong_labels(body):
 
 def test_disagreement_is_detected(stub, images, resnet50_dir, capsys):
     """Five labels none of which is in the reference's top 5: the judge's rule for a response that
-    is probably for another image (refimpl/conformance/judge/classification.py)."""
+    is probably for another image (refimpl/audit/judge/classification.py)."""
     paths, _ = images
     s = stub(wrong_labels)
     code, out = run_cli(capsys, s.url + "/client/v4/accounts/x/ai/run", "--model", RESNET,

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import refimpl
 from refimpl.serving import contract
 from refimpl import errors
-from refimpl.conformance import judge
+from refimpl.audit import judge
 from refimpl.pipeline import postprocess
 from refimpl.serving import schemas
 from refimpl import registry

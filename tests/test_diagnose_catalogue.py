@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from refimpl.conformance.compare import compare
-from refimpl.conformance.diagnose import diagnose
+from refimpl.diagnoses.tensor import diagnose
 
 pytestmark = pytest.mark.slow  # each case builds and runs torchvision's resnet50 (about 8 s here)
 

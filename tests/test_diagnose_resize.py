@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from refimpl.conformance.compare import compare
-from refimpl.conformance.diagnose_resize import interpolation_matrix
+from refimpl.diagnoses.resize import interpolation_matrix
 from refimpl.pipeline.decode import read_image
 from refimpl.pipeline.preprocess import classification_inputs, detection_inputs, detection_resize_shape
 from refimpl.synth.detr import DETR_PREPROCESSOR

@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 
 import refimpl
 from refimpl.cli import main
-from refimpl.conformance.audit_dir import audit_dir
+from refimpl.audit.folder import audit_dir
 from refimpl.evaluation import evaluate
 from refimpl.synth.datasets import make_classification, make_detection
 
@@ -56,7 +56,7 @@ def det_claims(tmp_path_factory, detr_small_dirs):
 
 def direct_ap(records, folder):
     """The oracle: pycocotools on refimpl's recorded detections (above the threshold) as ground
-    truth and the claim files' detections, built here independently of refimpl.conformance.coco_ap."""
+    truth and the claim files' detections, built here independently of refimpl.audit.coco_ap."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from refimpl.serving import contract
-from refimpl.conformance import judge
-from refimpl.conformance.judge import Tolerances, detection, vocabulary
+from refimpl.audit import judge
+from refimpl.audit.judge import Tolerances, detection, vocabulary
 from refimpl.pipeline import postprocess
 from refimpl.serving import schemas
 from fixtures_contract import DETR, RESNET
@@ -345,8 +345,8 @@ def test_format_verdict_classification():
 
 
 def test_format_verdict_detection_and_its_users():
-    from refimpl.conformance.audit import AuditResult, format_result
-    from refimpl.conformance.check_endpoint import Exchange, ImageCheck, format_check
+    from refimpl.audit.image import AuditResult, format_result
+    from refimpl.audit.endpoint import Exchange, ImageCheck, format_check
 
     every, size = synthetic_reference()
     v = judge.judge(DETR, postprocess.hosted_shape(every), every, image_size=size)
@@ -385,7 +385,7 @@ def detr_outputs(detr_weights, detr_image):
 def claim_with(formula, logits, every, id2label, temperature=None):
     """The hosted shape of a claim whose scores come from `formula` applied to our own logits:
     each query reports the class the formula scores highest, with that score."""
-    from refimpl.conformance.judge.formulas import FORMULAS, _softmax
+    from refimpl.audit.judge.formulas import FORMULAS, _softmax
 
     L = np.asarray(logits, dtype=np.float64)
     F = _softmax(L / temperature, -1)[:, :-1] if formula == "temperature" else FORMULAS[formula][1](L)
@@ -442,7 +442,7 @@ def test_a_named_formula_explains_the_scores(detr_outputs):
 
 def test_one_vocabulary_for_every_command():
     """The same word for the same situation; --accept changes only the exit code."""
-    from refimpl.conformance.check_endpoint import Exchange, ImageCheck, Report, summary_line
+    from refimpl.audit.endpoint import Exchange, ImageCheck, Report, summary_line
 
     assert [vocabulary.word(s) for s in ("agree", "explained", "disagree", "malformed")] == \
         ["AGREE", "EXPLAINED", "DISAGREE", "MALFORMED"]

@@ -1,4 +1,4 @@
-"""HTML reports (refimpl.conformance.report_html): self-contained, and rendered by a real browser.
+"""HTML reports (refimpl.reports.html): self-contained, and rendered by a real browser.
 
 Each report kind is rendered to a file, headless Chromium takes a screenshot, and the screenshot
 must not be blank and must show the verdict banner in the verdict's colour (the banner is the
@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from refimpl.conformance import judge, report_html
-from refimpl.conformance.audit import AuditResult
+from refimpl.audit import judge
+from refimpl.reports import html as report_html
+from refimpl.audit.image import AuditResult
 from refimpl.conformance.compare import compare
 from refimpl.pipeline import postprocess
 

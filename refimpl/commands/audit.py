@@ -3,7 +3,7 @@ received for IMAGE (the bare output list, or the REST envelope)?
 
 Compares labels and their order and scores (classification), or IoU-matched boxes with per-
 detection IoU, corner and score differences, missing and extra detections (detection), with the
-engine of `refimpl check-endpoint` (refimpl.conformance.judge), and names the hosted API's known signatures
+engine of `refimpl check-endpoint` (refimpl.audit.judge), and names the hosted API's known signatures
 (no_threshold, integer_rounding, uint16_wraparound, normalized_boxes, monotonic_score_transform,
 label_style, score_formula). Verdict words (shared with check-endpoint and audit-dir): AGREE,
 EXPLAINED, DISAGREE, WRONG IMAGE? (claimed boxes far outside the image, or nothing in common with
@@ -35,7 +35,7 @@ def register(sub):
 def run(args):
     from pathlib import Path
 
-    from refimpl.conformance.audit import audit, format_result
+    from refimpl.audit.image import audit, format_result
 
     tol, accept = judging_options(args)
     result = audit(args.image, Path(args.claimed), args.model.name, tol, accept, args.weights, args.revision, args.dtype,
@@ -53,7 +53,7 @@ def _write_report(out, result, image, claimed_path):
     import json
     import sys
 
-    from refimpl.conformance import report_html
+    from refimpl.reports import html as report_html
     from refimpl.serving.schemas import unwrap
 
     try:

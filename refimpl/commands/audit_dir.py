@@ -34,7 +34,7 @@ def register(sub):
 
 
 def run(args):
-    from refimpl.conformance.audit_dir import audit_dir, format_summary
+    from refimpl.audit.folder import audit_dir, format_summary
 
     tol, accept = judging_options(args)
     if args.limit is not None and args.limit < 0:
@@ -49,7 +49,7 @@ def run(args):
     if args.report:
         import sys
 
-        from refimpl.conformance import report_html
+        from refimpl.reports import html as report_html
 
         report_html.write(args.report, report_html.render_audit_dir(summary))
         print(f"report: {args.report}", file=sys.stderr)

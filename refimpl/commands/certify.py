@@ -54,10 +54,10 @@ def run(args):
 
 
 def _write_html(data, out):
-    """The self-contained HTML report (refimpl.conformance.report_html) of certify's JSON report."""
+    """The self-contained HTML report (refimpl.reports.html) of certify's JSON report."""
     import sys
 
-    from refimpl.conformance import report_html
+    from refimpl.reports import html as report_html
 
     report_html.write(out, report_html.render_certify(data))
     print(f"report: {out}", file=sys.stderr)

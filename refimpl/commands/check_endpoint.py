@@ -42,7 +42,7 @@ def register(sub):
 
 
 def run(args):
-    from refimpl.conformance.check_endpoint import check_endpoint, format_report
+    from refimpl.audit.endpoint import check_endpoint, format_report
 
     tolerances, accept = judging_options(args)
     model = args.model.hosted_name if args.model is not None else None

@@ -122,13 +122,13 @@ TOLERANCE_HELP = {
 
 
 def add_judging_options(p):
-    """--accept and one option per refimpl.conformance.judge.Tolerances field, with its default."""
-    from refimpl.conformance.judge import ACCEPT_PRESETS, SIGNATURES, Tolerances
+    """--accept and one option per refimpl.audit.judge.Tolerances field, with its default."""
+    from refimpl.audit.judge import ACCEPT_PRESETS, SIGNATURES, Tolerances
 
     p.add_argument("--accept", action="append", default=[], metavar="SIGNATURE",
                    help=f"count a difference explained by SIGNATURE as agreement (repeatable or comma-separated): "
                    f"{', '.join(SIGNATURES)}, or the presets {', '.join(ACCEPT_PRESETS)}")
-    g = p.add_argument_group("tolerances (refimpl.conformance.judge.Tolerances)")
+    g = p.add_argument_group("tolerances (refimpl.audit.judge.Tolerances)")
     for f in dataclasses.fields(Tolerances):
         g.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default, dest=f.name,
                        help=f"{TOLERANCE_HELP.get(f.name, f.name)} (default {f.default})")
@@ -136,7 +136,7 @@ def add_judging_options(p):
 
 def judging_options(args):
     """(Tolerances, accept list) from the parsed options."""
-    from refimpl.conformance.judge import ACCEPT_PRESETS, SIGNATURES, Tolerances
+    from refimpl.audit.judge import ACCEPT_PRESETS, SIGNATURES, Tolerances
 
     accept = [a.strip() for item in args.accept for a in item.split(",") if a.strip()]
     unknown = [a for a in accept if a not in SIGNATURES and a not in ACCEPT_PRESETS]

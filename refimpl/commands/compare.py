@@ -72,7 +72,7 @@ def run(args):
     if args.report:
         import sys
 
-        from refimpl.conformance import report_html
+        from refimpl.reports import html as report_html
 
         report_html.write(args.report, report_html.render_compare(report.to_json()))
         print(f"report: {args.report}", file=sys.stderr)

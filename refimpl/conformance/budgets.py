@@ -20,7 +20,7 @@ tests/test_certify*.py still fails.
 
 import numpy as np
 
-from refimpl.conformance.numerics import as_float64
+from refimpl.numerics import as_float64
 
 # Measured (docs/conformance.md, "How the budget constants were chosen"): over every tensor of
 # four images, the worst ratio of a correct peer's error to refimpl's own float32 error was 2.17

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from refimpl.conformance.diagnose import diagnose
-from refimpl.conformance.numerics import DEFAULT_ATOL, DEFAULT_RTOL, measure, num, shape_text, squeeze_batch
+from refimpl.diagnoses.tensor import diagnose
+from refimpl.numerics import DEFAULT_ATOL, DEFAULT_RTOL, measure, num, shape_text, squeeze_batch
 from refimpl.conformance.trace import decode_metadata, load_trace
 from refimpl.models.resnet import BN_EPS
 

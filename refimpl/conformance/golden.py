@@ -31,7 +31,7 @@ import numpy as np
 from refimpl import __version__, registry
 from refimpl.conformance.budgets import FACTOR, FLOOR, final_outputs, measure_budgets
 from refimpl.conformance.compare import save_npy_folder
-from refimpl.conformance.judge import Tolerances
+from refimpl.audit.judge import Tolerances
 from refimpl.conformance.trace import save_trace, trace, weights_record
 from refimpl.provenance import environment, sha256_file
 

@@ -34,7 +34,7 @@ variant that reproduces A's output, or says none does.
 
 import numpy as np
 
-from refimpl.conformance.numerics import DEFAULT_ATOL, DEFAULT_RTOL, as_float64, measure
+from refimpl.numerics import DEFAULT_ATOL, DEFAULT_RTOL, as_float64, measure
 from refimpl.errors import RefimplError
 from refimpl.models import detr, ops, resnet
 

@@ -14,10 +14,10 @@ One concept per module:
 - runner.py   images -> one JSON record per image in a resumable results file, on one process or
               `workers` processes (the same records either way)
 - metrics.py  records -> top-1/top-5 (a direct count) or COCO AP (pycocotools' COCOeval, shared
-              with the audits: refimpl.conformance.coco_ap)
+              with the audits: refimpl.audit.coco_ap)
 
 With `claimed=DIR` each record also holds audit-dir's record of the image's claimed response and
-the report audit-dir's dataset statistics (refimpl.conformance.audit_dir: one code path).
+the report audit-dir's dataset statistics (refimpl.audit.folder: one code path).
 """
 
 from refimpl.evaluation.runner import evaluate, format_report  # noqa: F401

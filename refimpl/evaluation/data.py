@@ -25,8 +25,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from refimpl.conformance.coco_ap import _real
-from refimpl.conformance.coco_ap import read_coco  # noqa: F401  (audit-dir reads annotations too)
+from refimpl.audit.coco_ap import _real
+from refimpl.audit.coco_ap import read_coco  # noqa: F401  (audit-dir reads annotations too)
 from refimpl.errors import DatasetError
 from refimpl.pipeline.postprocess import seed_label
 

@@ -9,7 +9,7 @@ every query's detection (no score threshold), boxes `[x, y, width, height]` in t
 image's pixels, the 12 standard numbers of which we report nine.
 """
 
-from refimpl.conformance.coco_ap import COCO_STATS, coco_metrics  # noqa: F401  (one COCOeval call for evaluate and the audits)
+from refimpl.audit.coco_ap import COCO_STATS, coco_metrics  # noqa: F401  (one COCOeval call for evaluate and the audits)
 
 
 def classification_metrics(records):

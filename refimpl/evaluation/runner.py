@@ -38,9 +38,9 @@ import numpy as np
 from tqdm import tqdm
 
 from refimpl import registry
-from refimpl.conformance import audit_dir
-from refimpl.conformance.audit_dir import Appender, open_results
-from refimpl.conformance.judge import Tolerances
+from refimpl.audit import folder as audit_dir
+from refimpl.audit.results import Appender, open_results
+from refimpl.audit.judge import Tolerances
 from refimpl.errors import DatasetError, RefimplError, ResultsFileError
 from refimpl.evaluation import data as datasets
 from refimpl.evaluation import defaults
@@ -78,7 +78,7 @@ def evaluate(data, model="resnet-50", annotations=None, labels=None, out=None, l
     claimed: a folder of claimed responses, `NAME.json` at each image's place (`DIR/cls/img.json`
     for the image `cls/img.png`): each image's record also holds its audit-dir record (`audit`,
     judged with `tolerances` and `accept` as audit-dir judges) and the report the audits'
-    dataset statistics (refimpl.conformance.audit_dir.statistics).
+    dataset statistics (refimpl.audit.folder.statistics).
     hf_format, split, image_column, label_column: a Hugging Face `datasets` dataset as `data`
     (refimpl.evaluation.data.hf_items; the format is found from `data` unless given); for
     detection, objects_column and bbox_format ("xywh", the default, or "xyxy"): its boxes, from

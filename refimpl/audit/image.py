@@ -1,21 +1,21 @@
 """Audit answers someone received from a hosted model: does the reference agree?
 
-    >>> from refimpl.conformance.audit import audit
+    >>> from refimpl.audit.image import audit
     >>> result = audit("photo.jpg", "response.json", model="resnet-50")
     >>> result.status, result.exit_code          # ("agree", 0)
-    >>> # a folder of images and claims: refimpl.conformance.audit_dir
+    >>> # a folder of images and claims: refimpl.audit.folder
 
-The comparison itself is `refimpl.conformance.judge` (the same engine as `refimpl check-endpoint`): the claimed
+The comparison itself is `refimpl.audit.judge` (the same engine as `refimpl check-endpoint`): the claimed
 response may be the bare output list, the REST envelope `{"result", "success", "errors",
 "messages"}` or the seeds' Worker example `{"inputs", "response"}`; classification is judged on
 labels and their order and score differences, detection on IoU-matched boxes (IoU and corner
 differences per detection, missing and extra detections); the hosted API's known signatures (no
 threshold, integer rounding, uint16 wrap-around, normalized boxes, a different score transform,
-label style) are recognised and named. Tolerances: `refimpl.conformance.judge.Tolerances` (documented
+label style) are recognised and named. Tolerances: `refimpl.audit.judge.Tolerances` (documented
 defaults: score 0.01, IoU 0.9, corners 2 px, pairing IoU 0.5, threshold 0.5).
 
 Verdicts (`AuditResult.status`; `AuditResult.word` in the shared vocabulary of
-`refimpl.conformance.judge.vocabulary`) and exit codes:
+`refimpl.audit.judge.vocabulary`) and exit codes:
 
     agree       0  the reference gives the same answer within the tolerances
     explained   0 if every signature is in `accept`, else 1: the same answer, systematically reshaped
@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from refimpl import __version__, registry
-from refimpl.conformance import judge as judging
-from refimpl.conformance.judge import vocabulary
+from refimpl.audit import judge as judging
+from refimpl.audit.judge import vocabulary
 from refimpl.errors import RefimplError
 from refimpl.provenance import sha256_bytes
 from refimpl.serving.schemas import unwrap, validate

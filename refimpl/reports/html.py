@@ -23,7 +23,7 @@ import html
 import math
 from pathlib import Path
 
-from refimpl.conformance.judge import vocabulary
+from refimpl.audit.judge import vocabulary
 
 COLORS = {"AGREE": "#1b7f3b", "EXPLAINED": "#1f5fa8", "DISAGREE": "#b3261e", "WRONG IMAGE?": "#c25e00",
           "MALFORMED": "#6a1b9a", "NO CLAIM": "#555555", "ERROR": "#555555"}

@@ -1,6 +1,6 @@
 """Judge someone else's answer: compare a claimed response with refimpl's reference for the same image.
 
-    >>> from refimpl.conformance import judge
+    >>> from refimpl.audit import judge
     >>> reference, size = judge.reference("@cf/facebook/detr-resnet-50", image_bytes)
     >>> verdict = judge.judge("@cf/facebook/detr-resnet-50", claimed, reference, image_size=size)
     >>> verdict.status, verdict.signatures, verdict.problems

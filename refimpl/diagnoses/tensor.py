@@ -19,7 +19,7 @@ from itertools import permutations
 
 import numpy as np
 
-from refimpl.conformance.numerics import DEFAULT_ATOL, DEFAULT_RTOL, as_float64, num, shape_text, squeeze_batch
+from refimpl.numerics import DEFAULT_ATOL, DEFAULT_RTOL, as_float64, num, shape_text, squeeze_batch
 
 def _close(a, b, rtol, atol):
     if a.shape != b.shape:
@@ -136,7 +136,7 @@ def diagnose(a, b, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, *, name=None, bn=None, 
     checked against a different eps ("consistent with eps = 1e-3"). resize: optional {"images":
     [(H, W, 3) uint8], "config": preprocessor_config.json, "task": "classification" | "detection"}
     for `pixel_values`: what would be generic drift is then checked against candidate resizes
-    (refimpl.conformance.diagnose_resize): "resize filter" names the one that reproduces A.
+    (refimpl.diagnoses.resize): "resize filter" names the one that reproduces A.
 
     kinds: "shape mismatch", "stride mismatch", "padding mismatch", "layout transposed", "NaN/inf",
     "channel swap", "channel permutation", "class permutation", "label-index offset",
@@ -149,7 +149,7 @@ def diagnose(a, b, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, *, name=None, bn=None, 
     "likely" (a pattern such as a size ratio points at it) or "unknown" (generic drift)."""
     d = _diagnose(a, b, rtol, atol, name, bn)
     if d["kind"] == "generic drift" and name == "pixel_values" and resize:
-        from refimpl.conformance.diagnose_resize import resize_diagnosis
+        from refimpl.diagnoses.resize import resize_diagnosis
 
         found = resize_diagnosis(a, resize["images"], resize["config"], resize["task"], rtol, atol)
         if found is not None:

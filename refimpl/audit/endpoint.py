@@ -1,12 +1,12 @@
 """Check any endpoint that implements the hosted API's contract against the local reference.
 
-    >>> from refimpl.conformance.check_endpoint import check_endpoint, format_report
+    >>> from refimpl.audit.endpoint import check_endpoint, format_report
     >>> report = check_endpoint("http://127.0.0.1:8787", "@cf/microsoft/resnet-50", ["examples/cat.png"])
     >>> print(format_report(report)); report.ok
 
 For each image: POST its bytes to the endpoint (the raw body, like the seeds' `curl
 --data-binary @image`; or `{"image": [...]}` with body="json"), compute refimpl's reference for
-the same bytes, and judge the answer with `refimpl.conformance.judge` (envelope, schema, labels, scores,
+the same bytes, and judge the answer with `refimpl.audit.judge` (envelope, schema, labels, scores,
 boxes, and the named hosted-API signatures). An image that refimpl itself refuses (not an image,
 truncated, ...) agrees when the endpoint refuses it too, with the same HTTP status.
 
@@ -29,8 +29,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from refimpl import __version__, registry
 from refimpl.serving import contract
 from refimpl.serving.schemas import unwrap
-from refimpl.conformance import judge as judging
-from refimpl.conformance.judge import vocabulary
+from refimpl.audit import judge as judging
+from refimpl.audit.judge import vocabulary
 from refimpl.errors import RefimplError
 
 TOKEN_ENV = "REFIMPL_ENDPOINT_TOKEN"

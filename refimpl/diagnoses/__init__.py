@@ -1,0 +1,76 @@
+"""Why two implementations differ: the catalogue of porting-bug diagnoses.
+
+One diagnosis, one small function, registered here (as onnx.reference registers its ops): the
+tensor kit (compare, certify, isolate) and the answer-audit kit (the judge) ask the catalogue,
+never an if-chain of their own.
+
+    >>> from refimpl import diagnoses
+    >>> diagnoses.CATALOGUE["missing activation"].look_at
+    'the activation after this op ...'
+
+An entry (`Diagnosis`) has:
+    kind       its name, the word a report shows ("missing activation", "bn eps", ...)
+    applies_to what it explains: "tensor" (A vs the reference B at one named tensor), "pixel_values"
+               (the input, with the image and the preprocessor), "layer" (isolate: a layer re-run
+               in a variant), "claim" (a claimed answer's signature, judged by refimpl.audit.judge)
+    order      where it is tried among the entries of its `applies_to` (lower first)
+    check      the function: for "tensor", `check(case) -> dict | None`, the dict holding at least
+               "kind" and "message"; None when the diagnosis does not explain the difference
+    confidence "certain" (the named transformation reproduces A within the tolerance), "likely"
+               (a pattern points at it) or "unknown"
+    look_at    what a person should look at in their code
+
+Modules register themselves on import; `load_all()` imports every module of this package.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+APPLIES_TO = ("tensor", "pixel_values", "layer", "claim")
+CONFIDENCES = ("certain", "likely", "unknown")
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    kind: str
+    applies_to: str
+    order: int
+    check: Callable
+    confidence: str
+    look_at: str
+    doc: str  # one line: what the diagnosis recognises (the check's docstring's first line)
+
+
+CATALOGUE = {}  # kind -> Diagnosis
+
+
+def register(kind, applies_to="tensor", order=100, confidence="certain", look_at=""):
+    """Decorator: add `check` to the catalogue under `kind`. A kind is registered once."""
+    if applies_to not in APPLIES_TO:
+        raise ValueError(f"applies_to must be one of {APPLIES_TO}, got {applies_to!r}")
+    if confidence not in CONFIDENCES:
+        raise ValueError(f"confidence must be one of {CONFIDENCES}, got {confidence!r}")
+
+    def add(check):
+        if kind in CATALOGUE and CATALOGUE[kind].check is not check:
+            raise ValueError(f"diagnosis {kind!r} is registered twice")
+        doc = (check.__doc__ or "").strip().splitlines()
+        CATALOGUE[kind] = Diagnosis(kind, applies_to, order, check, confidence, look_at, doc[0] if doc else "")
+        return check
+
+    return add
+
+
+def entries(applies_to):
+    """The catalogue's entries for `applies_to`, in the order they are tried."""
+    load_all()
+    return sorted((d for d in CATALOGUE.values() if d.applies_to == applies_to), key=lambda d: (d.order, d.kind))
+
+
+def load_all():
+    """Import every diagnosis module of this package (each registers its entries)."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")

@@ -1,0 +1,1 @@
+"""Reports a person reads: the HTML pages of certify, compare, audit and audit-dir."""
