@@ -19,6 +19,9 @@ An entry (`Diagnosis`) has:
     confidence "certain" (the named transformation reproduces A within the tolerance), "likely"
                (a pattern points at it) or "unknown"
     look_at    what a person should look at in their code
+    scope      optional: the kinds of thing within `applies_to` it is tried on (a "layer" entry:
+               ("encoder", "decoder"); a "claim" entry: ("detection",) or ("classification",));
+               empty: all of them
 
 Modules register themselves on import; `load_all()` imports every module of this package.
 """
@@ -38,13 +41,14 @@ class Diagnosis:
     check: Callable
     confidence: str
     look_at: str
-    doc: str  # one line: what the diagnosis recognises (the check's docstring's first line)
+    doc: str  # what the diagnosis recognises: its docstring's first sentence
+    scope: tuple = ()
 
 
 CATALOGUE = {}  # kind -> Diagnosis
 
 
-def register(kind, applies_to="tensor", order=100, confidence="certain", look_at=""):
+def register(kind, applies_to="tensor", order=100, confidence="certain", look_at="", scope=()):
     """Decorator: add `check` to the catalogue under `kind`. A kind is registered once."""
     if applies_to not in APPLIES_TO:
         raise ValueError(f"applies_to must be one of {APPLIES_TO}, got {applies_to!r}")
@@ -55,16 +59,33 @@ def register(kind, applies_to="tensor", order=100, confidence="certain", look_at
         if kind in CATALOGUE and CATALOGUE[kind].check is not check:
             raise ValueError(f"diagnosis {kind!r} is registered twice")
         doc = (check.__doc__ or "").strip().splitlines()
-        CATALOGUE[kind] = Diagnosis(kind, applies_to, order, check, confidence, look_at, doc[0] if doc else "")
+        CATALOGUE[kind] = Diagnosis(kind, applies_to, order, check, confidence, look_at,
+                                    " ".join(_first_sentence(doc)), tuple(scope))
         return check
 
     return add
 
 
-def entries(applies_to):
-    """The catalogue's entries for `applies_to`, in the order they are tried."""
+def _first_sentence(lines):
+    """The docstring's first paragraph, up to its first full stop: what the diagnosis recognises."""
+    out = []
+    for line in lines:
+        if not line.strip():
+            break
+        out.append(line.strip())
+        if line.rstrip().endswith("."):
+            break
+    return out
+
+
+def entries(applies_to, scope=None):
+    """The catalogue's entries for `applies_to` (and, given `scope`, those tried on it), in the
+    order they are tried."""
+    if applies_to not in APPLIES_TO:
+        raise ValueError(f"applies_to must be one of {APPLIES_TO}, got {applies_to!r}")
     load_all()
-    return sorted((d for d in CATALOGUE.values() if d.applies_to == applies_to), key=lambda d: (d.order, d.kind))
+    return sorted((d for d in CATALOGUE.values() if d.applies_to == applies_to
+                   and (scope is None or not d.scope or scope in d.scope)), key=lambda d: (d.order, d.kind))
 
 
 def load_all():

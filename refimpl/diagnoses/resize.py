@@ -1,11 +1,13 @@
-"""Which resize reproduces A's `pixel_values`? The preprocessing half of the diagnosis catalogue.
+"""Which resize reproduces A's `pixel_values`? The "pixel_values" entries of the diagnosis catalogue.
 
 A port that resizes with another filter (bilinear where the checkpoint says bicubic), with or
 without antialiasing, or that rounds to uint8 at another step, produces `pixel_values` that no
-layout, offset or scale change explains: compare would call it generic drift. Given the input
-image(s) and the checkpoint's preprocessor_config.json, `resize_diagnosis` re-runs refimpl's own
-preprocessing (the same geometry: output size, center crop, rescale, normalize, pad) with each
-candidate resize and names the one that reproduces A within the tolerance, or says none does.
+layout, offset or scale change explains: the "tensor" entries call it generic drift. Given the
+input image(s) and the checkpoint's preprocessor_config.json (`diagnose(..., resize={"images",
+"config", "task"})`), the entries re-run refimpl's own preprocessing (the same geometry: output
+size, center crop, rescale, normalize, pad) with each candidate resize (once per case, shared by
+both entries): "resize filter" names the one that reproduces A, "preprocessing drift" says none
+does and names the closest.
 
 Candidates (`CANDIDATES`), each an (H, W, 3) uint8 image -> (h, w, 3) resized image:
   pillow <filter>             Pillow's Image.resize on the uint8 image (the reference's way; every
@@ -25,6 +27,8 @@ from PIL import Image
 
 from refimpl.numerics import as_float64, measure
 from refimpl.pipeline import preprocess
+
+from . import register
 
 _PILLOW = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
            "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS,
@@ -127,14 +131,15 @@ def one_level(config, task):
     return step / min(mean_std[1]) if mean_std is not None else step
 
 
-def resize_diagnosis(a, images, config, task, rtol, atol):
-    """Which candidate resize reproduces A's pixel_values? -> a diagnosis dict ("resize filter",
-    confidence "certain" when the candidate reproduces A within the tolerance, "likely" when it
-    comes within one uint8 level - the same filter rounded another way - with the candidate's max
-    error), or one of kind "preprocessing drift"
-    (confidence "unknown": no candidate reproduces A; the closest is named), or None when A's
-    shape is not what the preprocessing of these images gives (another size: not a filter issue)."""
-    a = as_float64(np.asarray(a))
+LOOK_AT = "the resize step of the preprocessing: its filter, antialiasing and when it rounds to uint8"
+
+
+def candidates(case):
+    """Every candidate's pixel_values against A's -> (the configured filter's label, [(label,
+    measure)]), or None when A's shape is not what the preprocessing of these images gives
+    (another size: not a filter issue)."""
+    images, config, task = case.resize["images"], case.resize["config"], case.resize["task"]
+    a = case.a.reshape(case.shape_a)  # as given: the batch axis, if A has it
     expected = f"pillow {preprocess.RESAMPLE[_checked(config, task)[0]]}"
     results = []
     for label, resize in CANDIDATES.items():
@@ -143,34 +148,60 @@ def resize_diagnosis(a, images, config, task, rtol, atol):
             x = x[0]
         if x.shape != a.shape:
             return None
-        results.append((label, measure(a, x, rtol, atol)))
+        results.append((label, measure(a, x, case.rtol, case.atol)))
+    return expected, results
+
+
+def _run(case):
+    """The candidates' results, once per case; None when there is no image to re-run."""
+    if case.resize is None or case.name != "pixel_values":
+        return None
+    return case.memo(candidates)
+
+
+@register("resize filter", "pixel_values", order=10, look_at=LOOK_AT)
+def resize_filter(case):
+    """A candidate resize reproduces A's pixel_values (certain within the tolerance, likely within one uint8 level).
+
+    "likely": the candidate comes within one uint8 level of A - the same filter, rounded another
+    way (PyTorch's uint8 kernels use fixed-point weights)."""
+    run = _run(case)
+    if run is None:
+        return None
+    expected, results = run
+    table = {lbl: float(r["max_abs"]) for lbl, r in results}
     matches = [(label, m) for label, m in results if m["ok"]]
     if matches:
         label, m = min(matches, key=lambda r: r[1]["max_abs"])
         same = label == expected
         return {"kind": "resize filter", "filter": label, "configured": expected, "max_abs": float(m["max_abs"]),
-                "candidates": {lbl: float(r["max_abs"]) for lbl, r in results},
-                "confidence": "certain",
-                "look_at": "the resize step of the preprocessing: its filter, antialiasing and when it rounds to uint8",
+                "candidates": table, "confidence": "certain",
                 "message": f"resize filter: refimpl's preprocessing of the image with '{label}' reproduces A's "
                            f"pixel_values (max abs {m['max_abs']:.3g}); the checkpoint's config asks for '{expected}'"
                            + (" (the same filter: the difference is elsewhere in the preprocessing)" if same else "")}
     label, m = min(results, key=lambda r: r[1]["max_abs"])
-    level = one_level(config, task)
+    level = one_level(case.resize["config"], case.resize["task"])
     if m["max_abs"] <= 1.001 * level and label != expected:
-        # Off by at most one uint8 level: the same resize, rounded another way (PyTorch's uint8
-        # kernels use fixed-point weights). Named, but as likely, not certain.
         return {"kind": "resize filter", "filter": label, "configured": expected, "max_abs": float(m["max_abs"]),
-                "one_level": level, "candidates": {lbl: float(r["max_abs"]) for lbl, r in results},
-                "confidence": "likely",
-                "look_at": "the resize step of the preprocessing: its filter, antialiasing and when it rounds to uint8",
+                "one_level": level, "candidates": table, "confidence": "likely",
                 "message": f"resize filter: refimpl's preprocessing of the image with '{label}' reproduces A's "
                            f"pixel_values to within one uint8 level (max abs {m['max_abs']:.3g}, one level = "
                            f"{level:.3g}): that filter with another integer rounding; the checkpoint's config asks "
                            f"for '{expected}'"}
+    return None
+
+
+@register("preprocessing drift", "pixel_values", order=20, confidence="unknown",
+          look_at="the preprocessing (resize, crop, rescale, normalize) of the image")
+def preprocessing_drift(case):
+    """No candidate resize reproduces A's pixel_values (the closest is named): the preprocessing differs elsewhere."""
+    run = _run(case)
+    if run is None:
+        return None
+    _, results = run
+    label, m = min(results, key=lambda r: r[1]["max_abs"])
     return {"kind": "preprocessing drift", "closest": label, "max_abs": float(m["max_abs"]),
-            "candidates": {lbl: float(r["max_abs"]) for lbl, r in results}, "confidence": "unknown",
-            "look_at": "the preprocessing (resize, crop, rescale, normalize) of the image",
+            "candidates": {lbl: float(r["max_abs"]) for lbl, r in results},
             "message": f"preprocessing drift: none of {len(results)} resize candidates (Pillow's six filters with and "
                        "without uint8 rounding, bilinear/bicubic/nearest without antialiasing) reproduces A's "
                        f"pixel_values; the closest is '{label}' (max abs {m['max_abs']:.3g})"}
