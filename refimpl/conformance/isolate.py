@@ -27,16 +27,19 @@ embedding (`model.position_embedding`, else recomputed from the mask), the mask
 memory); the query position embeddings come from the weights.
 
 When a DETR transformer layer is wrong, isolate also re-runs it in the variants a port gets wrong
-(`VARIANTS`: the position embedding missing, added to the values too, the attention scale
-1/sqrt(d_head) missing; for the decoder also the query position embedding missing) and names the
-variant that reproduces A's output, or says none does.
+(`VARIANTS`: the diagnosis catalogue's "layer" entries, refimpl/diagnoses/detr_layer.py: the
+position embedding missing, added to the values too, the attention scale 1/sqrt(d_head) missing;
+for the decoder also the query position embedding missing) and names the variant that reproduces
+A's output, or says none does.
 """
 
 import numpy as np
 
-from refimpl.numerics import DEFAULT_ATOL, DEFAULT_RTOL, as_float64, measure
+from refimpl import diagnoses
+from refimpl.diagnoses import detr_layer
 from refimpl.errors import RefimplError
 from refimpl.models import detr, ops, resnet
+from refimpl.numerics import DEFAULT_ATOL, DEFAULT_RTOL, as_float64, measure
 
 
 class IsolateError(RefimplError):
@@ -115,80 +118,44 @@ def tokens(x):
     return x.reshape(x.shape[0], x.shape[1], -1).transpose(0, 2, 1) if x.ndim == 4 else x
 
 
-def _unscaled(params, attentions, head_dim):
-    """params with each attention's q_proj multiplied by sqrt(head_dim): refimpl's attention then
-    computes softmax(QK^T) - the attention scale 1/sqrt(d_head) missing."""
-    out = dict(params)
-    for a in attentions:
-        for k in (f"{a}.q_proj.weight", f"{a}.q_proj.bias"):
-            out[k] = (params[k] * np.sqrt(head_dim)).astype(params[k].dtype)
-    return out
+def _variants(kind):
+    """The catalogue's "layer" entries tried on a DETR `kind` ("encoder" | "decoder") layer, in order."""
+    return tuple(e.kind for e in diagnoses.entries("layer", kind))
 
 
-def _encoder_layer_pos_in_values(p, name, hp, src, pos, mask):
-    """detr.encoder_layer with the position embedding added to the values too."""
-    q = src + pos
-    src = detr.layer_norm(p, name + ".self_attn_layer_norm",
-                          src + detr.attention(p, name + ".self_attn", q, q, q, hp.encoder_heads, mask))
-    return detr.layer_norm(p, name + ".final_layer_norm", src + detr.feed_forward(p, name, src))
+# The porting-bug variants of each kind of DETR layer: the catalogue's "layer" entries
+# (refimpl/diagnoses/detr_layer.py).
+VARIANTS = {"encoder": _variants("encoder"), "decoder": _variants("decoder")}
 
 
-def _decoder_layer_pos_in_values(p, name, hp, tgt, query_pos, memory, pos, mask):
-    """detr.decoder_layer with the position embeddings added to the values too (both attentions)."""
-    q = tgt + query_pos
-    tgt = detr.layer_norm(p, name + ".self_attn_layer_norm",
-                          tgt + detr.attention(p, name + ".self_attn", q, q, q, hp.decoder_heads, None))
-    keys = memory + pos
-    tgt = detr.layer_norm(p, name + ".encoder_attn_layer_norm",
-                          tgt + detr.attention(p, name + ".encoder_attn", tgt + query_pos, keys, keys,
-                                               hp.decoder_heads, mask))
-    return detr.layer_norm(p, name + ".final_layer_norm", tgt + detr.feed_forward(p, name, tgt))
-
-
-VARIANTS = {
-    "encoder": ("position embedding missing", "position embedding added to the values too",
-                "attention scale missing"),
-    "decoder": ("position embedding missing (image positions, in the cross-attention keys)",
-                "query position embedding missing", "position embeddings added to the values too",
-                "attention scale missing"),
-}
+def _run_layer(p, layer, inputs, variant):
+    """refimpl's layer on `inputs`, or the catalogue's `variant` of it."""
+    if variant is None:
+        return detr_layer.run(p, layer, inputs)
+    return diagnoses.CATALOGUE[variant].check(p, layer, inputs)
 
 
 def _encoder_unit(hp, i):
     name = f"model.encoder.layers.{i}"
     source = "model.input_projection" if i == 0 else f"model.encoder.layers.{i - 1}"
-    head_dim = hp.d_model // hp.encoder_heads
+    layer = detr_layer.Layer("encoder", name, hp)
 
     def run(p, x, ctx, variant=None):
-        src, pos, mask = tokens(x), ctx.pos(), ctx.mask()
-        if variant == "position embedding missing":
-            pos = np.zeros_like(pos)
-        elif variant == "position embedding added to the values too":
-            return _encoder_layer_pos_in_values(p, name, hp, src, pos, mask)
-        elif variant == "attention scale missing":
-            p = _unscaled(p, [name + ".self_attn"], head_dim)
-        return detr.encoder_layer(p, name, hp, src, pos, mask)
+        return _run_layer(p, layer, {"src": tokens(x), "pos": ctx.pos(), "mask": ctx.mask()}, variant)
     return name, (source, run, VARIANTS["encoder"])
 
 
 def _decoder_unit(hp, i):
     name = f"model.decoder.layers.{i}"
     source = f"model.encoder.layers.{hp.encoder_layers - 1}" if i == 0 else f"model.decoder.layers.{i - 1}"
-    head_dim = hp.d_model // hp.decoder_heads
+    layer = detr_layer.Layer("decoder", name, hp)
 
     def run(p, x, ctx, variant=None):
-        memory, pos, mask = ctx.memory(), ctx.pos(), ctx.mask()
+        memory = ctx.memory()
         query_pos = ctx.query_pos(p, memory.shape[0])
         tgt = np.zeros_like(query_pos) if i == 0 else np.asarray(x)  # the queries start as zeros
-        if variant == VARIANTS["decoder"][0]:
-            pos = np.zeros_like(pos)
-        elif variant == "query position embedding missing":
-            query_pos = np.zeros_like(query_pos)
-        elif variant == "position embeddings added to the values too":
-            return _decoder_layer_pos_in_values(p, name, hp, tgt, query_pos, memory, pos, mask)
-        elif variant == "attention scale missing":
-            p = _unscaled(p, [name + ".self_attn", name + ".encoder_attn"], head_dim)
-        return detr.decoder_layer(p, name, hp, tgt, query_pos, memory, pos, mask)
+        inputs = {"tgt": tgt, "query_pos": query_pos, "memory": memory, "pos": ctx.pos(), "mask": ctx.mask()}
+        return _run_layer(p, layer, inputs, variant)
     return name, (source, run, VARIANTS["decoder"])
 
 

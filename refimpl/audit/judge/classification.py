@@ -1,7 +1,7 @@
 """Judging a classification claim: the same labels in the same order, scores matched by label."""
 
+from refimpl.diagnoses import CATALOGUE
 from refimpl.errors import short
-from refimpl.pipeline.postprocess import seed_label
 
 from .scores import judge_scores
 from .verdict import finite_number, name_signature
@@ -41,17 +41,11 @@ def read_claimed(v, result):
 def undo_label_style(v, claimed_labels, ref_labels):
     """Labels in another style ("Persian cat" for "PERSIAN CAT") -> the label_style signature, and
     both lists in the seed's style; otherwise both lists unchanged."""
-    if claimed_labels == ref_labels:
+    found = CATALOGUE["label_style"].check(claimed_labels, ref_labels)
+    if found is None:
         return claimed_labels, ref_labels
-    norm_c = [seed_label(x) for x in claimed_labels]
-    norm_r = [seed_label(x) for x in ref_labels]
-    same_before = sum(a == b for a, b in zip(claimed_labels, ref_labels))
-    if sum(a == b for a, b in zip(norm_c, norm_r)) <= same_before:
-        return claimed_labels, ref_labels
-    example = next(c for c, r in zip(claimed_labels, ref_labels) if c != r)
-    name_signature(v, "label_style", f"labels differ only in style, e.g. {example!r}; compared as "
-                   "first comma-separated name, upper-cased")
-    return norm_c, norm_r
+    name_signature(v, "label_style", found["detail"])
+    return found["claimed"], found["reference"]
 
 
 def compare_ranks(v, claimed_labels, claimed_scores, ref_labels, ref_scores, tol):

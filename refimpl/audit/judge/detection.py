@@ -5,6 +5,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from refimpl.diagnoses import CATALOGUE
 from refimpl.errors import short
 from refimpl.pipeline.postprocess import BOX_KEYS
 
@@ -12,10 +13,6 @@ from .formulas import explain_scores
 from .scores import judge_scores
 from .stats import box_iou
 from .verdict import finite_number, name_signature
-
-UINT16_HALF, UINT16_SPAN = 32768, 65536  # a wrapped negative corner lies in [32768, 65535]
-NORMALIZED_SLACK = 0.02  # normalized corners may stray this far outside [0, 1]
-ROUNDING_PX = 1.0  # the extra corner tolerance of integer boxes (truncation moves a corner by < 1 px)
 
 
 @dataclass(frozen=True)
@@ -109,7 +106,7 @@ def _descending(scores):
     return bool(np.all(np.diff(scores) <= 0))
 
 
-# --- the signatures -----------------------------------------------------------------------------
+# --- the signatures: the diagnosis catalogue's "claim" entries (refimpl/diagnoses/claim_boxes.py) --
 
 
 def undo_box_signatures(v, claimed, ref, image_size):
@@ -126,59 +123,42 @@ def undo_box_signatures(v, claimed, ref, image_size):
 
 
 def unwrap_uint16(v, claimed, image_size):
-    """Integer corners in 32768..65535 are negative corners stored as unsigned 16-bit: v - 65536.
-    (Not on an image that large, where such corners can be real.)"""
-    C = claimed.boxes
-    wrapped = (C >= UINT16_HALF) & (C <= UINT16_SPAN - 1) & (C == np.round(C))
-    if (image_size is not None and max(image_size) >= UINT16_HALF) or not wrapped.any():
+    """Corners wrapped to unsigned 16-bit (`uint16_wraparound`): named, and unwrapped."""
+    found = CATALOGUE["uint16_wraparound"].check(claimed.boxes, image_size)
+    if found is None:
         return claimed
-    examples = ", ".join(f"{int(x)} = {int(x) - UINT16_SPAN}" for x in np.unique(C[wrapped])[:4])
-    name_signature(v, "uint16_wraparound", f"{int(wrapped.sum())} corner(s) wrapped to unsigned 16-bit "
-                   f"({examples}); unwrapped before comparing")
-    return replace(claimed, boxes=np.where(wrapped, C - UINT16_SPAN, C))
+    name_signature(v, "uint16_wraparound", found["detail"])
+    return replace(claimed, boxes=found["boxes"])
 
 
 def undo_integer_rounding(v, claimed, ref):
-    """Whole-pixel claimed corners against fractional reference corners: compare with the
-    reference rounded, and one pixel more corner tolerance (truncation) -> (claimed, ref, slack)."""
-    C, R = claimed.boxes, ref.boxes
-    ref_whole = len(ref) > 0 and bool(np.all(R == np.round(R)))
-    if not np.all(C == np.round(C)) or ref_whole or not (np.abs(C) > 1).any():
+    """Whole-pixel claimed corners (`integer_rounding`): named; the reference rounded too, and the
+    extra corner tolerance -> (claimed, ref, slack)."""
+    found = CATALOGUE["integer_rounding"].check(claimed.boxes, ref.boxes)
+    if found is None:
         return claimed, ref, 0.0
-    name_signature(v, "integer_rounding", "every box corner is a whole number of pixels; compared with the "
-                   "reference's corners rounded to integers, with 1 px more tolerance (truncation)")
-    return claimed, replace(ref, boxes=np.round(R)), ROUNDING_PX
+    name_signature(v, "integer_rounding", found["detail"])
+    return claimed, replace(ref, boxes=found["reference_boxes"]), found["corner_slack"]
 
 
 def scale_normalized(v, claimed, ref, image_size):
-    """Every corner within [0, 1] while the image is larger: boxes relative to the image, scaled
-    by image_size. None (and a problem) when the image size is unknown."""
-    C, R = claimed.boxes, ref.boxes
-    big_ref = (len(ref) > 0 and np.abs(R).max() > 1.5) or (image_size is not None and max(image_size) > 2)
-    if not (np.all((C >= -NORMALIZED_SLACK) & (C <= 1 + NORMALIZED_SLACK)) and big_ref):
+    """Boxes relative to the image (`normalized_boxes`): named, and scaled by image_size. None (and
+    a problem) when the image size is unknown."""
+    found = CATALOGUE["normalized_boxes"].check(claimed.boxes, ref.boxes, image_size)
+    if found is None:
         return claimed
-    if image_size is None:
-        name_signature(v, "normalized_boxes", "every corner is within [0, 1]: boxes are relative to the image "
-                       "size; image_size unknown, boxes not compared")
-        v.problems.append("boxes are normalized (0..1) and no image_size was given: cannot compare boxes")
+    name_signature(v, "normalized_boxes", found["detail"])
+    if found["boxes"] is None:
+        v.problems.append(found["problem"])
         return None
-    w, h = image_size
-    name_signature(v, "normalized_boxes", f"every corner is within [0, 1]: boxes are relative to the image "
-                   f"size; scaled by {w}x{h} before comparing")
-    return replace(claimed, boxes=C * np.array([w, h, w, h], dtype=np.float64))
+    return replace(claimed, boxes=found["boxes"])
 
 
 def recognise_no_threshold(v, claimed, ref, tol):
-    """Far more detections than the reference keeps (at least `no_threshold_extra` more), some at
-    or below the threshold or as many as the model has queries: every query was returned. Named
-    whatever else is wrong with the claim (a claim for another image still shows it)."""
-    low = _at_or_below(claimed, tol)
-    confident_ref = ref.above(tol.threshold)
-    every_query = len(ref) > confident_ref and len(claimed) >= len(ref)
-    if len(claimed) >= confident_ref + tol.no_threshold_extra and (low or every_query):
-        name_signature(v, "no_threshold", f"{len(claimed)} detections claimed ({low} at or below {tol.threshold}, "
-                       f"the lowest {claimed.scores.min():.3g}); the reference keeps {confident_ref} above "
-                       f"{tol.threshold}")
+    """Every query returned (`no_threshold`): named whatever else is wrong with the claim."""
+    found = CATALOGUE["no_threshold"].check(claimed.scores, ref.scores, tol.threshold, tol.no_threshold_extra)
+    if found is not None:
+        name_signature(v, "no_threshold", found["detail"])
 
 
 def _at_or_below(claimed, tol):

@@ -3,6 +3,8 @@ it (a signature), or wrong."""
 
 import numpy as np
 
+from refimpl.diagnoses import CATALOGUE
+
 from .stats import spearman
 from .verdict import name_signature
 
@@ -22,14 +24,13 @@ def judge_scores(v, pairs, tol, labels_agree, boxes_agree):
     v.stats["spearman"] = rho
     if worst <= tol.score_atol:
         return True
-    if rho is not None and rho >= tol.rank_corr_min:
+    found = CATALOGUE["monotonic_score_transform"].check(worst, rho, len(pairs), tol.score_atol, tol.rank_corr_min)
+    if found is not None:
         if boxes_agree is None:
             what, agree = "labels agree", labels_agree
         else:
             what, agree = "labels and boxes agree after IoU matching", labels_agree and boxes_agree
-        name_signature(v, "monotonic_score_transform",
-                       f"scores differ by up to {worst:.3g} but rank like the reference's: Spearman rho = "
-                       f"{rho:.4f} over {len(pairs)} matched items; {what}: {'yes' if agree else 'no'}")
+        name_signature(v, "monotonic_score_transform", f"{found['detail']}; {what}: {'yes' if agree else 'no'}")
         return False
     if rho is None:
         v.problems.append(f"scores differ by up to {worst:.3g} (tolerance {tol.score_atol}); too few matched "

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from refimpl import diagnoses
 from refimpl.serving.schemas import json_type
 
 
@@ -38,16 +39,9 @@ class Tolerances:
             raise ValueError(f"tolerance rank_corr_min must be in [-1, 1], got {self.rank_corr_min}")
 
 
-SIGNATURES = {
-    "no_threshold": "every query returned, no score threshold applied",
-    "integer_rounding": "box corners rounded (or truncated) to integer pixels",
-    "uint16_wraparound": "negative coordinates wrapped to unsigned 16-bit (65534 = -2)",
-    "normalized_boxes": "boxes relative to the image size (all corners within [0, 1]), not pixels",
-    "monotonic_score_transform": "scores differ from the reference's but rank the same way",
-    "label_style": "labels differ only in style (first comma-separated name, upper-cased)",
-    "score_formula": "scores computed from the same logits by another post-processing formula (named; "
-                     "detection, when refimpl's logits are at hand)",
-}
+# The named signatures: the diagnosis catalogue's "claim" entries (refimpl/diagnoses/claim_*.py),
+# name -> what it recognises.
+SIGNATURES = {entry.kind: entry.doc for entry in diagnoses.entries("claim")}
 
 # Presets for check-endpoint's --accept.
 ACCEPT_PRESETS = {
