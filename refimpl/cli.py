@@ -18,7 +18,7 @@ and audit answers someone claims."""
 COMMAND_GROUPS = (
     ("run the models", ("classify", "detect")),
     ("the hosted API's contract", ("run", "serve", "check-endpoint")),
-    ("conformance and audit", ("trace", "compare", "certify", "golden", "audit", "audit-dir", "evaluate")),
+    ("conformance and audit", ("trace", "compare", "certify", "golden", "audit", "audit-dir", "evaluate", "diagnoses")),
     ("learning", ("summary",)),
     ("performance", ("bench",)),
 )

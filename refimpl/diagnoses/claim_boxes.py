@@ -68,7 +68,7 @@ def normalized_boxes(boxes, reference_boxes, image_size):
                       "before comparing", "boxes": C * np.array([w, h, w, h], dtype=np.float64)}
 
 
-@register("no_threshold", "claim", order=40, scope=("detection",),
+@register("no_threshold", "claim", order=40, confidence="likely", scope=("detection",),
           look_at="the endpoint's post-processing: the score threshold (transformers' default 0.5) not applied")
 def no_threshold(scores, reference_scores, threshold, extra):
     """every query returned, no score threshold applied

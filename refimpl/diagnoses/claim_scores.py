@@ -27,7 +27,8 @@ FORMULA_RTOL = 1e-3  # float32 logits from another implementation differ by ~1e-
 TEMPERATURE_RANGE = (0.05, 50.0)
 
 
-@register("monotonic_score_transform", "claim", order=50, scope=("classification", "detection"),
+@register("monotonic_score_transform", "claim", order=50, confidence="likely",
+          scope=("classification", "detection"),
           look_at="the endpoint's score post-processing (another softmax, a calibration, a temperature)")
 def monotonic_score_transform(worst, rho, n, score_atol, rank_corr_min):
     """scores differ from the reference's but rank the same way

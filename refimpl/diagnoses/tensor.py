@@ -2,17 +2,18 @@
 
 `diagnose(a, b, rtol, atol, *, name=None, bn=None, resize=None)` walks the catalogue's "tensor"
 entries in their order (`entries("tensor")`) and returns the first that explains A; the last,
-"generic drift", explains anything. In order: NaN/inf, layout transposed (NHWC vs NCHW, H and W
-swapped, a transposed matrix); for different shapes a stride mismatch, a padding mismatch, an
-extra or missing class, else a shape mismatch; for the same shape a label-index offset (vectors
-such as logits), a missing or extra activation (relu(A) == B: also "tapped before the
-activation"), the detection head and attention (a missing or extra sigmoid, boxes in the other
-format, a softmax over the wrong axis or with another temperature: a missing attention scale),
-channel swap (with an RGB/BGR hint), class or channel permutation, a spatial shift (crop
-offset), constant offset, scale factor, per-channel offset, BN eps (with the BN's running_var),
-per-channel scale, scale and offset, per-channel scale and offset (normalization), else generic
-drift. At `pixel_values`, given the image and the preprocessor config, generic drift is then
-checked against the "pixel_values" entries (resize.py: "resize filter" or "preprocessing drift").
+generic drift, explains anything. The order (tests/test_diagnoses_catalogue.py checks that the
+kinds below appear in it): NaN/inf; layout transposed (NHWC vs NCHW, H and W swapped, a
+transposed matrix); for different shapes stride mismatch, padding mismatch, extra class, missing
+class, else shape mismatch; for the same shape label-index offset (vectors such as logits),
+missing activation and extra activation (relu(A) == B: also "tapped before the activation"),
+DETR's heads and attention: missing sigmoid, extra sigmoid, box format, softmax axis, softmax
+temperature (a missing attention scale); channel swap (with an RGB/BGR hint), class
+permutation, channel permutation, spatial shift (a crop offset), constant offset, scale factor,
+per-channel offset, bn eps (given the BN's running_var), per-channel scale, scale and offset,
+per-channel scale and offset (normalization), else generic drift. At `pixel_values`, given the
+image and the preprocessor config, generic drift is then checked against the "pixel_values"
+entries (resize.py): resize filter, else preprocessing drift.
 Every diagnosis says how sure it is (`confidence`) and what to look at (`look_at`): the entry's,
 unless the check's dict says otherwise. `refimpl diagnoses` lists the catalogue.
 """
