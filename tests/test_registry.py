@@ -76,7 +76,7 @@ def model_commands(name, tmp):
 def test_every_command_parses_every_alias(spec, name, tmp_path):
     parser = cli.build_parser()
     commands = model_commands(name, tmp_path)
-    assert set(commands) | {"serve", "bench"} >= {c for c in cli.COMMANDS if c not in ("classify", "detect", "compare")}
+    assert set(commands) | {"serve", "bench"} >= {c for c in cli.COMMANDS if c not in ("classify", "detect", "compare", "diagnoses")}
     for command, argv in commands.items():
         args = parser.parse_args(argv)
         assert args.model is spec, command
