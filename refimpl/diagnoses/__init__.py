@@ -14,16 +14,30 @@ An entry (`Diagnosis`) has:
                (the input, with the image and the preprocessor), "layer" (isolate: a layer re-run
                in a variant), "claim" (a claimed answer's signature, judged by refimpl.audit.judge)
     order      where it is tried among the entries of its `applies_to` (lower first)
-    check      the function: for "tensor", `check(case) -> dict | None`, the dict holding at least
-               "kind" and "message"; None when the diagnosis does not explain the difference
+    check      the function. "tensor" and "pixel_values": `check(case) -> dict | None` (case: a
+               case.TensorCase), the dict holding at least "kind" and "message"; None when the
+               diagnosis does not explain the difference. "layer": `check(params, layer, inputs)
+               -> the layer's output` with the porting bug (detr_layer.py). "claim": a pure
+               function of the claimed and reference arrays -> None or {"detail", the undone
+               arrays} (claim_*.py)
     confidence "certain" (the named transformation reproduces A within the tolerance), "likely"
                (a pattern points at it) or "unknown"
-    look_at    what a person should look at in their code
+    look_at    what a person should look at in their code (a "tensor" check's dict may set its
+               own "confidence" and "look_at"; else the entry's are used)
+    doc        what it recognises: the check's docstring's first sentence
     scope      optional: the kinds of thing within `applies_to` it is tried on (a "layer" entry:
                ("encoder", "decoder"); a "claim" entry: ("detection",) or ("classification",));
                empty: all of them
 
 Modules register themselves on import; `load_all()` imports every module of this package.
+`refimpl diagnoses` lists the catalogue; docs/diagnoses.md is its generated listing.
+
+    >>> @register("log probabilities", order=75, look_at="a log_softmax where the reference has a softmax")
+    ... def log_probabilities(case):
+    ...     """exp(A) == B: A holds log-probabilities where B holds probabilities."""
+    ...     if case.same_shape and case.b.min(initial=0.0) >= 0 and case.close(np.exp(case.a), case.b):
+    ...         return {"kind": "log probabilities", "message": "log probabilities: exp(A) == B"}
+    ...     return None
 """
 
 from dataclasses import dataclass

@@ -43,7 +43,8 @@ What is compared (tolerances in `Tolerances`, defaults below):
   on pairs where either side is above the threshold; low-score pairs only feed the statistics
   and the rank correlation.
 
-Signatures (`SIGNATURES`) are recognised before comparing, undone, and named:
+Signatures (`SIGNATURES`: the diagnosis catalogue's "claim" entries, refimpl/diagnoses/claim_*.py,
+where each recogniser is) are recognised before comparing, undone, and named:
 
 * `no_threshold`: far more detections than the reference keeps (at least `no_threshold_extra`
   more than its detections above `threshold`) and scores at or below the threshold among them:
