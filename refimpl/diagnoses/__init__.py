@@ -34,7 +34,7 @@ Modules register themselves on import; `load_all()` imports every module of this
 
     >>> @register("log probabilities", order=75, look_at="a log_softmax where the reference has a softmax")
     ... def log_probabilities(case):
-    ...     """exp(A) == B: A holds log-probabilities where B holds probabilities."""
+    ...     '''exp(A) == B: A holds log-probabilities where B holds probabilities.'''
     ...     if case.same_shape and case.b.min(initial=0.0) >= 0 and case.close(np.exp(case.a), case.b):
     ...         return {"kind": "log probabilities", "message": "log probabilities: exp(A) == B"}
     ...     return None
