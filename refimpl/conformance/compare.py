@@ -15,11 +15,12 @@ max|A - B| / max|B|, and pass/fail with the rule
 after a ReLU do not fail on rounding noise). A leading batch dimension of 1 present on one side
 only is squeezed, not failed. NaN and inf must sit at the same places on both sides.
 
-The first failing tensor in data-flow order is diagnosed (`diagnose`): shape mismatch, layout
-transposed (NHWC vs NCHW, H and W swapped, a transposed matrix), NaN/inf, channel swap or
+The first failing tensor in data-flow order is diagnosed (`diagnose`, which walks the diagnosis
+catalogue's "tensor" entries, refimpl/diagnoses/; `refimpl diagnoses` lists them): shape mismatch,
+layout transposed (NHWC vs NCHW, H and W swapped, a transposed matrix), NaN/inf, channel swap or
 permutation, constant or per-channel offset, scale factor (or per-channel scale, or scale and
-offset), else generic drift - numerical error that no simple transformation explains, which is
-what a wrong weight, a wrong formula or accumulated rounding looks like. Given the checkpoint's
+offset), ..., else generic drift - numerical error that no simple transformation explains, which
+is what a wrong weight, a wrong formula or accumulated rounding looks like. Given the checkpoint's
 parameters (`params=`), a divergence at a batch norm's output is checked against that BN's
 running_var (another eps); given the image and the preprocessor config (`image=`,
 `preprocessor=`), one at `pixel_values` against candidate resize filters.
@@ -504,7 +505,7 @@ def compare(a, b, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL, name_map=None, require=(
         eps ("consistent with eps = 1e-3"); bn_eps is the reference's eps (refimpl's: 1e-5).
     image, preprocessor, task: the input image(s) (path, (H, W, 3) uint8 array, or a list) and the
         checkpoint's preprocessor_config.json: a divergence at `pixel_values` that no simple
-        transformation explains is checked against candidate resize filters (diagnose_resize);
+        transformation explains is checked against candidate resize filters (diagnoses/resize.py);
         task "classification" or "detection" (default: read from the config).
     """
     a = _as_tensors(a, "A")

@@ -102,10 +102,16 @@ def entries(applies_to, scope=None):
                    and (scope is None or not d.scope or scope in d.scope)), key=lambda d: (d.order, d.kind))
 
 
+_loaded = []  # [True] once load_all() has imported every module
+
+
 def load_all():
-    """Import every diagnosis module of this package (each registers its entries)."""
+    """Import every diagnosis module of this package (each registers its entries), once."""
     import importlib
     import pkgutil
 
+    if _loaded:
+        return
     for info in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{info.name}")
+    _loaded.append(True)
