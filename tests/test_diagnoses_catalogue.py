@@ -271,6 +271,94 @@ def test_isolate_variants_are_the_layer_entries():
     assert "query position embedding missing" not in VARIANTS["encoder"]
 
 
+# --- the layer entries: tiny random DETR layers ---------------------------------------------------
+
+D, HEADS, FFN = 8, 2, 16
+
+
+def layer_params(rng, name, attentions):
+    p = {}
+    for a in attentions:
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            p[f"{name}.{a}.{proj}.weight"] = rng.normal(size=(D, D)) / np.sqrt(D)
+            p[f"{name}.{a}.{proj}.bias"] = rng.normal(size=D) * 0.1
+    for norm in [f"{a}_layer_norm" for a in attentions] + ["final_layer_norm"]:
+        p[f"{name}.{norm}.weight"] = 1 + rng.normal(size=D) * 0.1
+        p[f"{name}.{norm}.bias"] = rng.normal(size=D) * 0.1
+    p[f"{name}.fc1.weight"], p[f"{name}.fc1.bias"] = rng.normal(size=(FFN, D)) / np.sqrt(D), rng.normal(size=FFN) * 0.1
+    p[f"{name}.fc2.weight"], p[f"{name}.fc2.bias"] = rng.normal(size=(D, FFN)) / np.sqrt(FFN), rng.normal(size=D) * 0.1
+    return p
+
+
+@pytest.fixture(scope="module")
+def tiny_layers():
+    from refimpl.diagnoses.detr_layer import Layer
+    from refimpl.models.detr import HParams
+
+    rng = np.random.default_rng(0)
+    hp = HParams(layout="timm", d_model=D, encoder_heads=HEADS, decoder_heads=HEADS, encoder_ffn_dim=FFN,
+                 decoder_ffn_dim=FFN, num_queries=5)
+    mask = np.ones((1, 12), dtype=bool)
+    mask[0, -3:] = False  # padding
+    encoder = (Layer("encoder", "enc", hp), layer_params(rng, "enc", ["self_attn"]),
+               {"src": rng.normal(size=(1, 12, D)), "pos": rng.normal(size=(1, 12, D)), "mask": mask})
+    decoder = (Layer("decoder", "dec", hp), layer_params(rng, "dec", ["self_attn", "encoder_attn"]),
+               {"tgt": rng.normal(size=(1, 5, D)), "query_pos": rng.normal(size=(1, 5, D)),
+                "memory": rng.normal(size=(1, 12, D)), "pos": rng.normal(size=(1, 12, D)), "mask": mask})
+    return {"encoder": encoder, "decoder": decoder}
+
+
+def slow_encoder_layer(p, name, src, pos, mask, *, with_pos=True, pos_in_values=False, scaled=True):
+    """A DETR encoder layer written out head by head and query by query, the bug as a switch."""
+    def lin(x, k):
+        return x @ p[f"{name}.{k}.weight"].T + p[f"{name}.{k}.bias"]
+
+    def norm(x, k):
+        mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+        return (x - mu) / np.sqrt(var + 1e-5) * p[f"{name}.{k}.weight"] + p[f"{name}.{k}.bias"]
+
+    x, e = src[0], (pos[0] if with_pos else 0 * pos[0])
+    q, k = lin(x + e, "self_attn.q_proj"), lin(x + e, "self_attn.k_proj")
+    v = lin(x + e if pos_in_values else x, "self_attn.v_proj")
+    hd = D // HEADS
+    out = np.zeros_like(x)
+    for h in range(HEADS):
+        cols = slice(h * hd, (h + 1) * hd)
+        for i in range(len(x)):
+            scores = [(q[i, cols] @ k[j, cols]) * (hd ** -0.5 if scaled else 1) for j in range(len(x)) if mask[0, j]]
+            w = np.exp(np.array(scores) - max(scores))
+            w /= w.sum()
+            out[i, cols] = sum(wj * v[j, cols] for wj, j in zip(w, np.flatnonzero(mask[0])))
+    x = norm(x + lin(out, "self_attn.out_proj"), "self_attn_layer_norm")
+    return norm(x + lin(np.maximum(lin(x, "fc1"), 0), "fc2"), "final_layer_norm")[None]
+
+
+def test_encoder_layer_variants_against_a_slow_obvious_layer(tiny_layers):
+    from refimpl.diagnoses.detr_layer import run
+
+    layer, p, x = tiny_layers["encoder"]
+    args = (p, "enc", x["src"], x["pos"], x["mask"])
+    np.testing.assert_allclose(run(p, layer, x), slow_encoder_layer(*args), rtol=1e-9, atol=1e-9)
+    expected = {"position embedding missing": dict(with_pos=False), "attention scale missing": dict(scaled=False),
+                "position embedding added to the values too": dict(pos_in_values=True)}
+    assert set(expected) == set(VARIANTS["encoder"])
+    for kind, bug in expected.items():
+        np.testing.assert_allclose(CATALOGUE[kind].check(p, layer, x), slow_encoder_layer(*args, **bug),
+                                   rtol=1e-9, atol=1e-9, err_msg=kind)
+
+
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+def test_every_layer_variant_changes_the_layer_and_no_two_coincide(tiny_layers, kind):
+    from refimpl.diagnoses.detr_layer import run
+
+    layer, p, x = tiny_layers[kind]
+    outputs = {"unchanged": run(p, layer, x), **{v: CATALOGUE[v].check(p, layer, x) for v in VARIANTS[kind]}}
+    names = list(outputs)
+    for i, u in enumerate(names):
+        for w in names[i + 1:]:
+            assert np.abs(outputs[u] - outputs[w]).max() > 1e-3, (u, w)
+
+
 # --- the claim entries ----------------------------------------------------------------------------
 
 
