@@ -80,7 +80,8 @@ def bn_eps(scales, bn):
 
 @register("bn eps", order=130, look_at="this batch norm's eps")
 def batch_norm_eps(case):
-    """Per-channel scales that follow the batch norm's running_var as another eps makes them (needs the BN's running_var).
+    """Per-channel scales that follow the batch norm's running_var as another eps makes them
+    (needs the BN's running_var).
 
     The per-channel affine fit's scale is used: unbiased by the BN's beta, which the eps does not
     touch."""
@@ -139,7 +140,8 @@ def per_channel_scale_and_offset(case):
     if not case.channels or case.per_channel_affine is None:
         return None
     s, t = case.per_channel_affine
-    hint = (" (the input: normalization mean/std wrong or missing?)" if case.b.shape[1] == 3 or case.name == "pixel_values"
+    the_input = case.b.shape[1] == 3 or case.name == "pixel_values"
+    hint = (" (the input: normalization mean/std wrong or missing?)" if the_input
             else " (a batch norm's statistics, or a normalization?)")
     return {"kind": "per-channel scale and offset", "axis": 1, "scales": s.tolist()[:16], "offsets": t.tolist()[:16],
             "message": f"per-channel scale and offset along axis 1: A[c] == s[c] * B[c] + t[c] (e.g. channel 0: "

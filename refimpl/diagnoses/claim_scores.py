@@ -109,7 +109,8 @@ def _fit_temperature(logits, q, c, claimed):
 @register("score_formula", "claim", order=60, scope=("detection",),
           look_at="the endpoint's score post-processing formula (named in the detail)")
 def score_formula(logits, q, c, scores):
-    """scores computed from the same logits by another post-processing formula (named; detection, when refimpl's logits are at hand)
+    """scores computed from the same logits by another post-processing formula (named; detection,
+    when refimpl's logits are at hand)
 
     logits (Q, C+1) refimpl's for the image; q, c (n,): the query and class index each claimed
     score is tied to; scores (n,) the claimed scores -> {"formula": a FORMULAS name, "temperature"

@@ -52,7 +52,8 @@ def run(p, layer, inputs):
           look_at="where the layer adds the image position embedding (encoder: to the self-attention's queries and "
                   "keys; decoder: to the cross-attention's keys): is it passed?")
 def position_embedding_missing(p, layer, inputs):
-    """The image position embedding not passed: the encoder's self-attention, the decoder's cross-attention keys without it."""
+    """The image position embedding not passed: the encoder's self-attention, the decoder's
+    cross-attention keys without it."""
     return run(p, layer, dict(inputs, pos=np.zeros_like(inputs["pos"])))
 
 

@@ -42,7 +42,8 @@ def transposition(case):
 @register("layout transposed", order=20,
           look_at="the dump or the op's memory layout (channels-last vs channels-first)")
 def layout_transposed(case):
-    """A is B with its axes in another order (A == B.transpose(perm)): NHWC vs NCHW, H and W swapped, a transposed matrix."""
+    """A is B with its axes in another order (A == B.transpose(perm)): NHWC vs NCHW, H and W
+    swapped, a transposed matrix."""
     perm = transposition(case)
     if perm is None:
         return None

@@ -25,7 +25,7 @@ Candidates (`CANDIDATES`), each an (H, W, 3) uint8 image -> (h, w, 3) resized im
 import numpy as np
 from PIL import Image
 
-from refimpl.numerics import as_float64, measure
+from refimpl.numerics import measure
 from refimpl.pipeline import preprocess
 
 from . import register
