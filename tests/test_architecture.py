@@ -1,5 +1,5 @@
 """The house rules, checked: no import cycle among refimpl's modules, the packages import only
-downwards (README, "Code layout"), the model code never imports the kit or the pictures, and the
+downwards (docs/code-layout.md, generated from ALLOWED below), the model code never imports the kit or the pictures, and the
 runtime never imports the test-only reference stack."""
 
 import ast
