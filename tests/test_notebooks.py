@@ -85,3 +85,23 @@ def test_notebook_runs(name, notebook_environment):
     client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS_DIR)}})
     client.execute()  # raises CellExecutionError, with the cell's traceback, if any cell fails
     check_executed(name, nb)
+
+
+def test_weights_for_reads_the_variable_and_says_so(monkeypatch):
+    from refimpl.teaching.notebook import weights_for
+
+    monkeypatch.setenv("REFIMPL_DETR_WEIGHTS", "/some/folder")
+    source, label = weights_for("detr")
+    assert source == "/some/folder" and "/some/folder" in label and LABEL not in label
+
+
+def test_weights_for_without_weights_or_transformers_is_a_typed_error(monkeypatch):
+    import sys
+
+    from refimpl.errors import WeightsNotFoundError
+    from refimpl.teaching.notebook import weights_for
+
+    monkeypatch.delenv("REFIMPL_RESNET50_WEIGHTS", raising=False)
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError
+    with pytest.raises(WeightsNotFoundError, match="REFIMPL_RESNET50_WEIGHTS"):
+        weights_for("resnet-50")

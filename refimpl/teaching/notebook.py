@@ -8,13 +8,17 @@ says so on every output: the numbers are computed exactly as with the real model
 boxes and maps mean nothing.
 """
 
+import atexit
 import contextlib
+import importlib
 import io
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 from refimpl import registry
+from refimpl.errors import WeightsNotFoundError
 
 SYNTHESIZED = "synthesized weights (random, calibrated) - not {repo}'s"
 
@@ -26,14 +30,20 @@ def weights_for(model):
     source = os.environ.get(spec.weights_env)
     if source:
         return source, f"weights: {source} (from ${spec.weights_env})"
-    folder = Path(tempfile.mkdtemp(prefix="refimpl-notebook-")) / spec.name
+    try:
+        import transformers  # noqa: F401  (the synthesizer builds the checkpoint with it)
+    except ImportError as e:
+        raise WeightsNotFoundError(f"no ${spec.weights_env} set, and transformers is not installed to synthesize "
+                                   f"weights: set ${spec.weights_env} to a folder or repo id (e.g. {spec.repo_id}), "
+                                   "or pip install -e '.[test]'") from e
+    root = tempfile.mkdtemp(prefix="refimpl-notebook-")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # ~100-170 MB each: gone with the kernel
+    folder = Path(root) / spec.name
+    module, _, function = spec.synthesize.partition(":")  # the registry's builder, as refimpl bench uses it
+    build = getattr(importlib.import_module(module), function)
     with contextlib.redirect_stderr(io.StringIO()):  # save_pretrained's progress bars
         if spec.task == "image-classification":
-            from refimpl.synth.resnet import build_resnet50
-
-            build_resnet50(folder)
+            build(folder)
         else:
-            from refimpl.synth.detr import build_detr
-
-            build_detr(folder, "timm", seed=0)  # the hub's `main` revision layout
+            build(folder, "timm")  # DETR: the hub's `main` revision layout
     return str(folder), SYNTHESIZED.format(repo=spec.repo_id)
