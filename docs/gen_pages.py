@@ -5,8 +5,8 @@ with each module's docstring first line, and the import rules of tests/test_arch
     python docs/gen_pages.py            # rewrite both pages
     python docs/gen_pages.py --check    # exit 1 if a committed page differs from what the code says
 
-mkdocs runs it too, as a hook (mkdocs.yml `hooks:`), before every build. tests/test_docs.py fails
-when a committed page is stale.
+mkdocs uses it as a hook (mkdocs.yml `hooks:`): the built site always shows the pages as the code says
+them now, whatever is committed; tests/test_docs.py fails when a committed page is stale.
 """
 
 import ast
@@ -109,8 +109,9 @@ def write():
             (DOCS / page).write_text(text)
 
 
-def on_pre_build(config, **kwargs):  # the mkdocs hook
-    write()
+def on_page_read_source(page, config, **kwargs):  # the mkdocs hook: the site shows what the code says now
+    fn = PAGES.get(page.file.src_uri)
+    return globals()[fn]() if fn else None
 
 
 if __name__ == "__main__":
