@@ -21,7 +21,11 @@ Verdicts (`AuditResult.status`; `AuditResult.word` in the shared vocabulary of
     explained   0 if every signature is in `accept`, else 1: the same answer, systematically reshaped
     disagree    1  labels, order, scores or boxes differ beyond the tolerances (or the claimed
                    response is an error while the reference answers); said WRONG IMAGE? when
-                   the claim looks like another image's (`AuditResult.wrong_image` says why)
+                   the claim looks like another image's (`AuditResult.wrong_image` says why);
+                   never accepted
+    incomplete  3  nothing contradicts the reference, but a claimed row could not be judged (the
+                   coverage says how many were, of how many, and why not; refimpl.audit.judge.
+                   coverage has the rule); never accepted
     malformed   3  the claimed response is not JSON, not a result list or envelope, or breaks the
                    output schema: there is nothing to compare
     no-claim    0  (audit_dir only) an image without NAME.json: the reference output is recorded
@@ -66,7 +70,7 @@ class AuditResult:
 
     @property
     def word(self):
-        """AGREE, EXPLAINED, DISAGREE, WRONG IMAGE?, MALFORMED (judge.vocabulary)."""
+        """AGREE, EXPLAINED, DISAGREE, WRONG IMAGE?, INCOMPLETE, MALFORMED (judge.vocabulary)."""
         return vocabulary.word(self.status, self.wrong_image)
 
     @property
@@ -83,6 +87,7 @@ class AuditResult:
             "signatures": v["signatures"] if v else [],
             "problems": self.problems + [p for p in (v["problems"] if v else []) if p not in self.problems],
             "notes": v["notes"] if v else [], "stats": v["stats"] if v else {},
+            "coverage": v["coverage"] if v and v["coverage"] else {"text": "nothing was compared"},
             "reference": self.reference, "verdict": v, "refimpl_version": __version__,
         }
 
@@ -199,5 +204,8 @@ def format_result(result, all_rows=False):
     shown = set(result.verdict.problems) if result.verdict is not None else set()
     lines += [f"  problem: {p}" for p in result.problems if p not in shown]
     signatures = result.verdict.signatures if result.verdict is not None else ()
-    lines.append("verdict: " + vocabulary.headline(result.status, result.accepted, signatures, result.wrong_image))
+    coverage = result.verdict.coverage if result.verdict is not None else None
+    lines += [f"  not judged: {n}" for n in (coverage or {}).get("not_judged", ())]
+    lines.append("verdict: " + vocabulary.headline(result.status, result.accepted, signatures, result.wrong_image,
+                                                   coverage))
     return "\n".join(lines)

@@ -53,4 +53,4 @@ def run(args):
 
         report_html.write(args.report, report_html.render_audit_dir(summary))
         print(f"report: {args.report}", file=sys.stderr)
-    return 0 if summary["ok"] else 1
+    return summary["exit_code"]

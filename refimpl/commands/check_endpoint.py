@@ -53,4 +53,4 @@ def run(args):
         print_json(report.to_dict())
     else:
         print(format_report(report, args.all_rows))
-    return 0 if report.ok else 1
+    return report.exit_code
