@@ -82,3 +82,32 @@ def test_usage_errors_still_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["classify", "a.png", "--no-such-option"])
     assert e.value.code == 2 and "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+
+
+# --- certify: an implementation that raises is a usage error (exit 2), not a traceback ------------
+
+RAISING = {
+    "import": "raise RuntimeError('cannot import the port')\n",
+    "factory": "def make(weights):\n    raise ValueError('no checkpoint in ' + 'here')\n",
+    "forward": ("import torch\n\nclass Port(torch.nn.Module):\n    def forward(self, x):\n"
+                "        raise IndexError('index 7 is out of bounds\\nfor dimension 0')\n\n"
+                "def make(weights):\n    return Port()\n"),
+}
+
+
+@pytest.mark.parametrize("where", sorted(RAISING))
+def test_certify_torch_factory_that_raises_exits_2(where, resnet50_small_dir, tmp_path, capsys):
+    from pathlib import Path
+
+    port = tmp_path / "port.py"
+    port.write_text(RAISING[where])
+    cat = Path(__file__).parent.parent / "examples" / "cat.png"
+    code = main(["certify", f"torch:{port}:make", "--model", "resnet-50", "--weights", str(resnet50_small_dir), str(cat)])
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if not x.startswith("[")]  # progress lines
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("refimpl certify: AdapterError: torch:"), err
+    assert f"{port}:make" in lines[0] and "Traceback" not in err
+    expected = {"import": "RuntimeError: cannot import the port", "factory": "ValueError: no checkpoint in here",
+                "forward": "IndexError: for dimension 0"}[where]
+    assert expected in lines[0], lines[0]
