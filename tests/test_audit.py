@@ -289,3 +289,11 @@ def test_incomplete_audit_exit_code_and_report(detr_case, tmp_path, capsys):
     assert "  not judged: 1 low-score claimed row(s) have no partner" in out
     page = out_html.read_text()
     assert ">INCOMPLETE<small>" in page and "99 of 100 claimed" in page
+
+
+def test_missing_weights_is_a_usage_error_not_a_verdict(case, tmp_path, capsys):
+    """No weights is the caller's problem (exit 2), never "refimpl refuses this image" DISAGREE."""
+    image, answer = case
+    code = cli(image, write(tmp_path, answer), str(tmp_path / "no-such-weights"))
+    captured = capsys.readouterr()
+    assert code == 2 and "WeightsNotFoundError" in captured.err and "verdict" not in captured.out

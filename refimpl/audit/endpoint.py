@@ -31,7 +31,7 @@ from refimpl.serving import contract
 from refimpl.serving.schemas import unwrap
 from refimpl.audit import judge as judging
 from refimpl.audit.judge import vocabulary
-from refimpl.errors import RefimplError
+from refimpl.errors import ImageDecodeError, InvalidInputError
 
 TOKEN_ENV = "REFIMPL_ENDPOINT_TOKEN"
 BODY_FORMS = ("raw", "json")
@@ -175,7 +175,7 @@ def check_image(url, model, image, token=None, tolerances=None, accept=(), body=
         else:  # nothing to compare with: only decode, to know whether refimpl refuses the image too
             pixels = contract.decode_inputs(data)
             reference, size, outputs = [], (int(pixels.shape[1]), int(pixels.shape[0])), None
-    except RefimplError as e:
+    except (ImageDecodeError, InvalidInputError) as e:  # refimpl refuses the image (missing weights: exit 2)
         return ImageCheck(str(image), exchange, *_both_refuse(model, e, exchange, tolerances))
     verdict = judging.judge(model, exchange.body, reference, tolerances, image_size=size, outputs=outputs)
     if exchange.status != 200:

@@ -43,7 +43,7 @@ from pathlib import Path
 from refimpl import __version__, registry
 from refimpl.audit import judge as judging
 from refimpl.audit.judge import vocabulary
-from refimpl.errors import RefimplError
+from refimpl.errors import ImageDecodeError, InvalidInputError
 from refimpl.provenance import sha256_bytes
 from refimpl.serving.schemas import unwrap, validate
 
@@ -147,7 +147,9 @@ def audit(image, claimed, model="resnet-50", tolerances=None, accept=(), weights
     loading = {"weights": weights, "revision": revision, "dtype": dtype, "path": path}
     try:
         reference, size, outputs = judging.reference_outputs(name, data, top_k=top_k, **loading)
-    except RefimplError as e:  # refimpl refuses the image itself
+    except (ImageDecodeError, InvalidInputError) as e:  # refimpl refuses the image itself
+        # (any other error - no weights, a bad preprocessor config - is the caller's: exit 2, never
+        # a verdict about the claim)
         if problem:
             result.problems += [problem, f"refimpl refuses this image too: {e}"]
             return result
