@@ -15,6 +15,7 @@ import pytest
 from refimpl.serving import contract
 from refimpl.audit import judge
 from refimpl.audit.judge import Tolerances, detection, vocabulary
+from refimpl.audit.judge import coverage
 from refimpl.audit.judge import report as detection_report
 from refimpl.pipeline import postprocess
 from refimpl.serving import schemas
@@ -160,7 +161,7 @@ def test_no_threshold(det):
     n = len(above(every, tol))
     assert v.status == "incomplete" and v.word == "INCOMPLETE" and v.signatures == ["no_threshold"], v.problems
     assert v.coverage["claimed_judged"] == n < v.coverage["claimed"] == 100
-    assert f"only {n} of 100 claimed row(s) judged" in v.notes[-1]
+    assert f"only {n} of 100 claimed row(s) judged" in coverage.too_little(v.coverage)
     assert not v.accepted(["all"]) and vocabulary.exit_code(v.status, v.accepted(["all"])) == 3
 
 

@@ -224,7 +224,6 @@ def format_check(check, all_rows=False):
     status = "no answer" if ex.status is None else f"HTTP {ex.status}"
     word = vocabulary.headline(v.status, check.accepted, v.signatures, v.wrong_image, v.coverage)
     lines = [f"{check.image}: {status}, {ex.ms:.0f} ms: {word}"] + judging.format_verdict(v, all_rows)
-    lines += [f"  not judged: {n}" for n in v.coverage.get("not_judged", ())]
     return "\n".join(lines)
 
 

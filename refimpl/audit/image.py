@@ -207,7 +207,6 @@ def format_result(result, all_rows=False):
     lines += [f"  problem: {p}" for p in result.problems if p not in shown]
     signatures = result.verdict.signatures if result.verdict is not None else ()
     coverage = result.verdict.coverage if result.verdict is not None else None
-    lines += [f"  not judged: {n}" for n in (coverage or {}).get("not_judged", ())]
     lines.append("verdict: " + vocabulary.headline(result.status, result.accepted, signatures, result.wrong_image,
                                                    coverage))
     return "\n".join(lines)

@@ -66,7 +66,6 @@ def settle(v):
         v.status = "disagree"
     elif too_little(v.coverage):
         v.status = "incomplete"
-        v.notes.append("INCOMPLETE: " + too_little(v.coverage))
     else:
         v.status = "explained" if v.signatures else "agree"
     v.agree = v.status == "agree"

@@ -350,9 +350,9 @@ def compare_pairs(v, claimed, ref, pairs, iou, tol, corner_slack, probs=None):
         v.rows.append(row)
     bad = sum(not (a >= iou_min and c <= corner_max) for a, c in judged)
     if bad:
-        v.problems.append(f"{bad} matched detection(s) have IoU < {iou_min:g} or a corner off by more than "
-                          f"{corner_max:g} px (min IoU {min(a for a, _ in judged):.4f}, max corner "
-                          f"difference {max(c for _, c in judged):.3g} px)")
+        what = f"IoU < {iou_min:g} or a corner" if iou_min else "a corner"
+        v.problems.append(f"{bad} matched detection(s) have {what} off by more than {corner_max:g} px (min IoU "
+                          f"{min(a for a, _ in judged):.4f}, max corner difference {max(c for _, c in judged):.3g} px)")
     if wrong_labels:
         i, j, p = wrong_labels[0]
         v.problems.append(f"{len(wrong_labels)} claimed detection(s) name another label than the reference's query "
@@ -403,9 +403,7 @@ def report_unpaired_claims(v, claimed, pairs, tol, scale_ok, any_label=False):
     if scale_ok and low_claimed and "no_threshold" not in v.signatures:
         v.problems.append(f"{low_claimed} claimed detection(s) score at or below the threshold {tol.threshold} "
                           "(a lower threshold than the reference's?)")
-    elif low:
-        v.notes.append(f"{len(low)} low-score claimed detection(s) have no {'' if any_label else 'same-label '}"
-                       f"partner in the reference: not judged")
+    # (unpaired low-score claims are not judged: the coverage says so, judge_detection)
     return extra, low
 
 
