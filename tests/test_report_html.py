@@ -216,3 +216,16 @@ def test_certify_reports_in_a_browser(certify_pages, tmp_path):
         shot, dom = screenshot(tmp_path, certify_pages[kind][1], kind)
         assert_shows_verdict(shot, dom, word)
         assert "id=\"coverage\"" in dom or "id=coverage" in dom
+
+
+def test_audit_dir_report_says_the_worst_word_and_the_coverage():
+    summary = {"folder": "photos", "out": "photos/results.jsonl", "images": 2, "recorded": 2, "audited_now": 2,
+               "remaining": 0, "by_status": {"agree": 1, "incomplete": 1},
+               "not_agreeing": [{"image": "b.jpg", "status": "incomplete", "first_problem": "only 99 of 100 judged"}],
+               "coverage": {"claims": 2, "claimed": 200, "claimed_judged": 199, "incomplete": 1},
+               "claims_without_image": [], "ok": False}
+    page = report_html.render_audit_dir(summary)
+    assert ">INCOMPLETE<small>" in page and "199 of 200 claimed row(s) judged over 2 claim(s)" in page
+    wrong = dict(summary, not_agreeing=summary["not_agreeing"] + [{"image": "c.jpg", "status": "disagree",
+                                                                   "wrong_image": "boxes far outside"}])
+    assert ">WRONG IMAGE?<small>" in report_html.render_audit_dir(wrong)
