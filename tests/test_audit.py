@@ -132,7 +132,8 @@ def test_image_refimpl_refuses(weights, tmp_path):
     image = tmp_path / "broken.png"
     image.write_bytes(photo(2)[:40])  # a truncated PNG
     error = {"result": None, "success": False, "errors": [{"code": 5004, "message": "Invalid data"}], "messages": []}
-    assert audit(image, error, "resnet-50", weights=weights).status == "agree"  # both refuse
+    both = audit(image, error, "resnet-50", weights=weights)
+    assert both.status == "agree" and "the refusals were compared" in both.to_dict()["coverage"]["text"]  # both refuse
     result = audit(image, [{"label": "TABBY", "score": 0.9}], "resnet-50", weights=weights)
     assert result.status == "disagree" and "refimpl refuses this image" in result.verdict.problems[0]
 

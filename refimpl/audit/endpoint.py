@@ -31,6 +31,7 @@ from refimpl.serving import contract
 from refimpl.serving.schemas import unwrap
 from refimpl.audit import judge as judging
 from refimpl.audit.judge import vocabulary
+from refimpl.audit.judge.coverage import refusal_coverage
 from refimpl.errors import ImageDecodeError, InvalidInputError
 
 TOKEN_ENV = "REFIMPL_ENDPOINT_TOKEN"
@@ -198,6 +199,7 @@ def _both_refuse(model, error, exchange, tolerances):
         v = judging.Verdict(model=registry.get(model).hosted_name, task=registry.get(model).task, status="agree", agree=True,
                             notes=[ours, f"the endpoint refuses it too: HTTP {exchange.status} {theirs}"],
                             tolerances=tolerances or judging.Tolerances())
+        refusal_coverage(v)
         return v, True
     v = _failed(model, [ours, f"the endpoint answered HTTP {exchange.status} instead"], tolerances)
     return v, False

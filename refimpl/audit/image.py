@@ -43,6 +43,7 @@ from pathlib import Path
 from refimpl import __version__, registry
 from refimpl.audit import judge as judging
 from refimpl.audit.judge import vocabulary
+from refimpl.audit.judge.coverage import refusal_coverage
 from refimpl.errors import ImageDecodeError, InvalidInputError
 from refimpl.provenance import sha256_bytes
 from refimpl.serving.schemas import unwrap, validate
@@ -186,6 +187,7 @@ def _refused(result, obj, error, tolerances):
     if payload is None and any("reported failure" in p for p in problems):
         v.status, v.agree = "agree", True
         v.notes += [ours, "the claimed response is an error too: " + problems[-1]]
+        refusal_coverage(v)
     else:
         v.problems += [ours, "but the claimed response has a result"]
     result.verdict, result.status, result.accepted = v, v.status, v.agree

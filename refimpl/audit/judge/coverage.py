@@ -48,6 +48,14 @@ def classification_coverage(v, n_claimed, claimed_judged, n_reference, not_judge
                   "text": f"{claimed_judged} of {n_claimed} claimed label(s) judged"}
 
 
+def refusal_coverage(v):
+    """The coverage of a claimed error for an image refimpl refuses too: the refusal is what was
+    compared (no rows on either side)."""
+    v.coverage = {"claimed": 0, "claimed_judged": 0, "reference": 0, "reference_judged": 0, "items": 0,
+                  "judged": 0, "not_judged": [],
+                  "text": "the claim is an error and refimpl refuses the image too: the refusals were compared"}
+
+
 def too_little(coverage):
     """Why too little was judged to agree (a sentence), or None."""
     if not coverage:
