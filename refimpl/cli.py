@@ -30,12 +30,32 @@ compute an answer take --path reference|fast: which code runs is always explicit
 `refimpl COMMAND --help` for a command's options; README.md for the whole story."""
 
 
+class IntermixedParser(argparse.ArgumentParser):
+    """A command's parser that takes options and positionals in any order:
+    `refimpl certify IMPL --model M --weights W IMAGE` as well as `refimpl certify IMPL IMAGE
+    --model M`. Plain argparse gives a list positional (IMAGE...) only the words before the first
+    option, then refuses the rest as "unrecognized arguments"; parse_intermixed_args reads every
+    option first and the positionals after. (The top-level parser cannot: it has subparsers.)"""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing:  # parse_known_intermixed_args calls back here for each of its two passes
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="refimpl", description=ABOUT, usage="refimpl [-h] [--version] COMMAND ...",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"refimpl {__version__}")
     # The commands are listed by group in the epilog below, so argparse's flat list is hidden.
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS, prog="refimpl")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS, prog="refimpl",
+                                parser_class=IntermixedParser)
     for name in COMMANDS:
         importlib.import_module(f"refimpl.commands.{name.replace('-', '_')}").register(sub)
     helps = {action.dest: action.help for action in sub._choices_actions}

@@ -132,7 +132,8 @@ def test_image_refimpl_refuses(weights, tmp_path):
     image = tmp_path / "broken.png"
     image.write_bytes(photo(2)[:40])  # a truncated PNG
     error = {"result": None, "success": False, "errors": [{"code": 5004, "message": "Invalid data"}], "messages": []}
-    assert audit(image, error, "resnet-50", weights=weights).status == "agree"  # both refuse
+    both = audit(image, error, "resnet-50", weights=weights)
+    assert both.status == "agree" and "the refusals were compared" in both.to_dict()["coverage"]["text"]  # both refuse
     result = audit(image, [{"label": "TABBY", "score": 0.9}], "resnet-50", weights=weights)
     assert result.status == "disagree" and "refimpl refuses this image" in result.verdict.problems[0]
 
@@ -227,3 +228,73 @@ def test_report_option_writes_a_self_contained_page(case, weights, tmp_path, cap
     assert "id=verdict" in html and ">AGREE<small>" in html
     assert all(r["label"] in html for r in answer) and "https://" not in html
     assert f"report: {out}" in capsys.readouterr().err
+
+
+# --- the oracle never passes what it did not judge (issue 21) ---------------------------------------
+
+
+@pytest.mark.slow
+def test_hosted_response_for_another_photo_on_a_square_image(detr_case, tmp_path, capsys):
+    """Issue 21: the hosted response for another photo, audited against a 512x512 image on which
+    refimpl keeps nothing above the threshold: WRONG IMAGE? from the box extent (it was EXPLAINED
+    with 0 of 100 rows judged), exit 1 even with every hosted signature accepted."""
+    from hosted_detr import hosted_clock_tower_response
+
+    _, weights = detr_case
+    image = tmp_path / "square.png"
+    image.write_bytes(photo(11, 512, 512))
+    claim = write(tmp_path, envelope(hosted_clock_tower_response()))
+    code = cli(image, claim, weights, "--accept", "uint16_wraparound,integer_rounding,no_threshold",
+               model="detr-resnet-50")
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert out.splitlines()[-1].startswith("verdict: WRONG IMAGE?") and "on a 512x512 image" in out
+    assert "EXPLAINED" not in out.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_another_photos_answer_of_the_same_size_is_never_accepted(detr_case, tmp_path, capsys):
+    """refimpl's own every-query answer for another photo of the same size, in the hosted shape:
+    nothing lies outside the image, so the box extent says nothing; the rows that find no partner
+    are not judged, and the verdict is INCOMPLETE (exit 3) or DISAGREE (exit 1), never 0, whatever
+    --accept says."""
+    image, weights = detr_case
+    other = tmp_path / "other.png"
+    other.write_bytes(photo(6, 120, 180))
+    every = contract.run(DETR, other.read_bytes(), weights=weights, threshold=None)
+    claim = write(tmp_path, postprocess.hosted_shape(every, wrap_uint16=True))
+    code = cli(image, claim, weights, "--accept", "all", "--json", model="detr-resnet-50")
+    result = json.loads(capsys.readouterr().out)
+    assert code in (1, 3) and result["word"] in ("INCOMPLETE", "DISAGREE", "WRONG IMAGE?"), result["word"]
+    cov = result["coverage"]
+    assert cov["claimed"] == 100 and (result["word"] != "INCOMPLETE" or cov["claimed_judged"] < 100)
+    assert (code == 3) == (result["word"] == "INCOMPLETE")
+
+
+@pytest.mark.slow
+def test_incomplete_audit_exit_code_and_report(detr_case, tmp_path, capsys):
+    """One claimed row moved where no query is: INCOMPLETE, exit 3 with --accept all; the text
+    and the HTML report say INCOMPLETE and how much was judged."""
+    image, weights = detr_case
+    every = contract.run(DETR, image.read_bytes(), weights=weights, threshold=None)
+    hosted = postprocess.hosted_shape(every)
+    low = next(i for i, d in enumerate(hosted) if d["score"] < 0.1)
+    hosted[low] = dict(hosted[low], box={"xmin": 170, "ymin": 2, "xmax": 172, "ymax": 3})
+    out_html = tmp_path / "incomplete.html"
+    code = cli(image, write(tmp_path, hosted), weights, "--accept", "all", "--report", str(out_html),
+               model="detr-resnet-50")
+    out = capsys.readouterr().out
+    assert code == 3, out
+    last = out.splitlines()[-1]
+    assert last.startswith("verdict: INCOMPLETE: too little of the claim was judged") and "99 of 100 claimed" in last
+    assert "  not judged: 1 low-score claimed row(s) have no partner" in out
+    page = out_html.read_text()
+    assert ">INCOMPLETE<small>" in page and "99 of 100 claimed" in page
+
+
+def test_missing_weights_is_a_usage_error_not_a_verdict(case, tmp_path, capsys):
+    """No weights is the caller's problem (exit 2), never "refimpl refuses this image" DISAGREE."""
+    image, answer = case
+    code = cli(image, write(tmp_path, answer), str(tmp_path / "no-such-weights"))
+    captured = capsys.readouterr()
+    assert code == 2 and "WeightsNotFoundError" in captured.err and "verdict" not in captured.out

@@ -271,3 +271,24 @@ def test_audit_dir_report_is_a_self_contained_page(folder, weights, tmp_path, ca
     assert "<html" in html.lower() and "https://" not in html and "http://" not in html
     assert "DISAGREE" in html and "MALFORMED" in html and "c.png" in html
     assert f"report: {out}" in capsys.readouterr().err
+
+
+def test_exit_code_3_when_the_only_failures_are_incomplete(tmp_path):
+    """audit-dir's exit code: 3 when every claim that fails is INCOMPLETE (too little judged), 1 as
+    soon as one disagrees; the summary counts the claimed rows judged."""
+    from refimpl.audit.folder import format_summary, summarize
+
+    def rec(name, status, code, judged, claimed):
+        return {"image": name, "status": status, "exit_code": code, "problems": [], "wrong_image": None,
+                "coverage": {"claimed": claimed, "claimed_judged": judged, "text": f"{judged} of {claimed} judged"}}
+
+    images = [tmp_path / n for n in ("a.jpg", "b.jpg", "c.jpg")]
+    records = [rec("a.jpg", "agree", 0, 100, 100), rec("b.jpg", "incomplete", 3, 99, 100)]
+    s = summarize(records, images[:2], tmp_path, tmp_path / "out.jsonl", 2)
+    assert s["exit_code"] == 3 and not s["ok"] and s["coverage"] == {"claims": 2, "claimed": 200, "claimed_judged": 199,
+                                                                     "incomplete": 1}
+    assert s["not_agreeing"][0]["first_problem"] == "only 99 of 100 judged"
+    assert "coverage: 199 of 200 claimed row(s) judged over 2 claim(s); 1 claim(s) INCOMPLETE" in format_summary(s)
+    s = summarize(records + [rec("c.jpg", "disagree", 1, 5, 5)], images, tmp_path, tmp_path / "out.jsonl", 3)
+    assert s["exit_code"] == 1
+    assert summarize(records[:1], images[:1], tmp_path, tmp_path / "out.jsonl", 1)["exit_code"] == 0

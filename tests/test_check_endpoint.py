@@ -213,3 +213,21 @@ def test_hosted_like_detr_endpoint(stub, tmp_path, detr_weights, detr_all_querie
     assert report.ok and check.verdict.status == "explained"
     assert {"no_threshold", "integer_rounding", "monotonic_score_transform"} <= set(check.verdict.signatures)
     assert not check.verdict.accepted(["hosted"])  # the score transform is not part of "hosted"
+
+
+def test_incomplete_answer_exits_3_whatever_is_accepted(stub, tmp_path, detr_weights, detr_all_queries, detr_image,
+                                                        capsys):
+    """Issue 21: an answer with every query, one low-score row where no query is: nothing
+    contradicts the reference but that row cannot be judged -> INCOMPLETE, exit 3 with --accept
+    all; the lines say how many rows were judged."""
+    hosted = postprocess.hosted_shape(detr_all_queries)
+    low = next(i for i, d in enumerate(hosted) if d["score"] < 0.1)
+    hosted[low] = dict(hosted[low], box={"xmin": 0, "ymin": 0, "xmax": 1, "ymax": 1})
+    s = stub(lambda body: (200, envelope(hosted)))
+    image = tmp_path / "detr.jpg"
+    image.write_bytes(detr_image)
+    code, out = run_cli(capsys, s.url, "--model", DETR, "--weights", str(detr_weights), "--accept", "all", str(image))
+    assert code == 3, out
+    assert "INCOMPLETE: too little of the claim was judged" in out and "99 of 100 claimed detection(s) judged" in out
+    assert out.splitlines()[-1].startswith("verdict: INCOMPLETE: 1 of 1 image(s) INCOMPLETE")
+    assert "[99 of 100 claimed row(s) judged]" in out.splitlines()[-1]

@@ -88,6 +88,9 @@ PLANTED = {
     "per-channel offset": lambda r: ((lambda b: (b + np.array([0, 0.5, 0, 0])[None, :, None, None], b, {}))(feature(r))),
     "bn eps": bn_eps_case,
     "per-channel scale": lambda r: ((lambda b: (b * np.array([1, 2, 1, 1])[None, :, None, None], b, {}))(feature(r))),
+    # xyxy boxes with x scaled by h/w and y by w/h: target_sizes given as (w, h)
+    "box scaling": lambda r: ((lambda b: (b * np.array([0.75, 1 / 0.75, 0.75, 1 / 0.75]), b, {}))(
+        r.uniform(1, 500, size=(1, 6, 4)))),
     "scale and offset": lambda r: ((lambda b: (3 * b + 1, b, {}))(feature(r))),
     "per-channel scale and offset": lambda r: ((lambda b: (b * np.array([1, 2, 3, 1])[None, :, None, None]
                                                            + np.array([0, 1, 0, 2])[None, :, None, None], b, {}))(feature(r))),

@@ -15,6 +15,8 @@ import pytest
 from refimpl.serving import contract
 from refimpl.audit import judge
 from refimpl.audit.judge import Tolerances, detection, vocabulary
+from refimpl.audit.judge import coverage
+from refimpl.audit.judge import report as detection_report
 from refimpl.pipeline import postprocess
 from refimpl.serving import schemas
 from fixtures_contract import DETR, RESNET
@@ -152,8 +154,15 @@ def test_no_threshold(det):
     v = verdict(every, every, size, tol)
     assert v.status == "explained" and v.signatures == ["no_threshold"], v.problems
     assert v.stats["matched"] == 100
-    v = verdict(every, above(every, tol), size, tol)  # against a thresholded reference too
-    assert v.status == "explained" and v.signatures == ["no_threshold"], v.problems
+    assert v.coverage["claimed_judged"] == v.coverage["claimed"] == 100 and "100 of 100 claimed" in v.coverage["text"]
+    # against a thresholded reference the low rows have nothing to be judged against: INCOMPLETE,
+    # which no --accept accepts
+    v = verdict(every, above(every, tol), size, tol)
+    n = len(above(every, tol))
+    assert v.status == "incomplete" and v.word == "INCOMPLETE" and v.signatures == ["no_threshold"], v.problems
+    assert v.coverage["claimed_judged"] == n < v.coverage["claimed"] == 100
+    assert f"only {n} of 100 claimed row(s) judged" in coverage.too_little(v.coverage)
+    assert not v.accepted(["all"]) and vocabulary.exit_code(v.status, v.accepted(["all"])) == 3
 
 
 def test_integer_rounding(det):
@@ -352,18 +361,20 @@ def test_format_verdict_detection_and_its_users():
     v = judge.judge(DETR, postprocess.hosted_shape(every), every, image_size=size)
     lines = judge.format_verdict(v)
     assert lines[0].split()[:3] == ["status", "ref#", "claim#"]
-    hidden = sum(r["status"] == "low" for r in v.rows)
-    assert hidden and f"  ... and {hidden} low-score row(s)" in "\n".join(lines)
+    assert all(r["status"] == "match" and r["judged"] for r in v.rows)  # every query paired and judged
+    cut = len(v.rows) - detection_report.MAX_ROWS
+    assert f"  ... and {cut} more row(s) (0 line(s) not ok; --all-rows shows every row)" in lines
     assert f"  signature no_threshold: {v.details['no_threshold']}" in lines
     every_row = judge.format_verdict(v, all_rows=True)
-    assert len(every_row) == len(lines) + hidden - 1 and "low-score row(s)" not in "\n".join(every_row)
+    assert len(every_row) == len(lines) + cut - 1 and "more row(s)" not in "\n".join(every_row)
     # check-endpoint and audit show the same body under their own headline
     check = format_check(ImageCheck("x.png", Exchange(200, ms=12.0), v, False)).splitlines()
-    assert check == ["x.png: HTTP 200, 12 ms: " + vocabulary.headline("explained", False, v.signatures)] + lines
+    assert check == ["x.png: HTTP 200, 12 ms: " + vocabulary.headline("explained", False, v.signatures, coverage=v.coverage)] + lines
+    assert check[0].endswith("[100 of 100 claimed detection(s) judged; 9 of 9 reference detection(s) above 0.5 judged]")
     assert check[0].startswith("x.png: HTTP 200, 12 ms: EXPLAINED: the same answer, reshaped by ") and "no_threshold" in check[0]
     audited = format_result(AuditResult("x.png", DETR, "explained", True, verdict=v, claimed="x.json")).splitlines()
     assert audited == [f"audit x.png against {DETR} (claimed: x.json)"] + lines + [
-        f"verdict: EXPLAINED: the same answer, reshaped by {', '.join(v.signatures)} (accepted)"]
+        f"verdict: EXPLAINED: the same answer, reshaped by {', '.join(v.signatures)} (accepted) [{v.coverage['text']}]"]
 
 
 def test_verdict_json_holds_numpy_numbers():
@@ -460,3 +471,84 @@ def test_one_vocabulary_for_every_command():
     report = Report("http://x", DETR, (), [ImageCheck("a.png", Exchange(200), v, False)])
     assert summary_line(report).startswith("EXPLAINED: 1 of 1 image(s) EXPLAINED; explained only by the signatures")
     assert "(not accepted: exit 1" in summary_line(report)
+
+
+# --- coverage: never pass what was not judged (issue 21) -----------------------------------------
+
+
+def test_incomplete_boundary_every_row_must_be_judged():
+    """A claim without a threshold: 100 of 100 rows judged -> EXPLAINED; move one low-score row
+    where no reference query is (99 of 100 judged) -> INCOMPLETE, exit 3, whatever --accept says."""
+    every, size = synthetic_reference()
+    hosted = postprocess.hosted_shape(every)
+    v = judge.judge(DETR, hosted, every, image_size=size)
+    assert v.status == "explained" and v.coverage["claimed_judged"] == 100, v.problems
+    low = next(i for i, d in enumerate(hosted) if d["score"] < 0.1)
+    moved = copy.deepcopy(hosted)
+    moved[low]["box"] = {"xmin": 600, "ymin": 2, "xmax": 603, "ymax": 4}  # no query there, inside the image
+    v = judge.judge(DETR, moved, every, image_size=size)
+    assert v.status == "incomplete" and v.word == "INCOMPLETE" and not v.problems and v.wrong_image is None
+    assert v.coverage["claimed_judged"] == 99 and v.coverage["claimed"] == 100
+    assert "1 low-score claimed row(s) have no partner" in v.coverage["not_judged"][0]
+    assert not v.accepted(["all"]) and vocabulary.exit_code(v.status, v.accepted(["all"])) == 3
+    line = vocabulary.headline(v.status, False, v.signatures, coverage=v.coverage)
+    assert line.startswith("INCOMPLETE: too little of the claim was judged") and "99 of 100 claimed" in line
+
+
+def test_nothing_judged_is_never_agreement():
+    """Every row of a no-threshold claim low and nowhere near a reference query: 0 judged ->
+    INCOMPLETE, never AGREE or EXPLAINED."""
+    every, size = synthetic_reference()
+    lows = [dict(d, box={"xmin": 300 + k % 7, "ymin": 5, "xmax": 302 + k % 7, "ymax": 7}, score=0.01)
+            for k, d in enumerate(every)]
+    v = judge.judge(DETR, lows, [d for d in every if d["score"] < 0.5], image_size=size)
+    assert v.status == "incomplete" and v.coverage["judged"] == 0 and v.coverage["claimed"] == 100
+
+
+def test_empty_claim_against_an_empty_reference_agrees_and_says_so():
+    every, size = synthetic_reference()
+    v = judge.judge(DETR, [], [d for d in every if d["score"] < 0.5], image_size=size)
+    assert v.status == "agree" and "both answers are empty" in v.coverage["text"]
+
+
+def test_wrong_image_from_box_extent_whatever_the_threshold():
+    """Boxes far outside the image are another image's, even when nothing else is judged (every
+    claimed score low, the reference with nothing above the threshold): WRONG IMAGE?, never
+    accepted."""
+    every, size = synthetic_reference(width=512, height=512)
+    low_ref = [dict(d, score=min(d["score"], 0.3)) for d in every]
+    far = [dict(d, box={"xmin": 900.0 + k, "ymin": 1500.0, "xmax": 1191.0, "ymax": 1816.0}, score=1e-4)
+           for k, d in enumerate(every)]
+    for tol in (Tolerances(), Tolerances(threshold=0.0), Tolerances(threshold=1.0)):
+        v = judge.judge(DETR, far, low_ref, tol, image_size=size)
+        assert v.status == "disagree" and v.word == "WRONG IMAGE?", (tol, v.problems)
+        assert "reach x=1191, y=1816" in v.wrong_image and "on a 512x512 image" in v.wrong_image
+        assert not v.accepted(["all"]) and vocabulary.exit_code(v.status, True, v.wrong_image) == 1
+
+
+def test_no_threshold_rows_are_judged_per_query_label_and_score(detr_outputs):
+    """A claim with every query is judged row by row against the reference's per-query outputs: a
+    row whose label flipped between two near-tied classes of a low query is paired by its box and
+    passes; a confident query given another label fails."""
+    every, size, outputs = detr_outputs
+    probs, by_label = detection.class_probabilities(outputs, detection.read_reference(every))
+    hosted = [dict(d) for d in every]  # DETR's own scores, every query
+    # a low query whose second class is within score_atol of its first: claim the second
+    ranked = np.sort(probs, axis=1)
+    ties = [q for q in range(len(every)) if ranked[q, -1] - ranked[q, -2] <= Tolerances().score_atol
+            and outputs["id2label"][int(np.argsort(probs[q])[-2])] != every[q]["label"]]
+    assert ties, "the synthesized DETR should have a query with two near-tied classes"
+    low = ties[0]
+    second = int(np.argsort(probs[low])[-2])
+    hosted[low] = dict(hosted[low], label=outputs["id2label"][second], score=float(probs[low, second]))
+    v = judge.judge(DETR, hosted, every, image_size=size, outputs=outputs)
+    assert v.status == "explained" and v.coverage["claimed_judged"] == len(every), (v.problems, v.coverage)
+    row = next(r for r in v.rows if r["claimed_index"] == low)
+    assert row["status"] == "match" and row["reference_label"] != row["label"] and row["ok"]
+    # a confident query under a label the reference gives (nearly) no probability
+    top = int(np.argmax([d["score"] for d in every]))
+    worst = int(np.argmin(probs[top]))
+    wrong = [dict(d) for d in every]
+    wrong[top] = dict(wrong[top], label=outputs["id2label"][worst])
+    v = judge.judge(DETR, wrong, every, image_size=size, outputs=outputs)
+    assert v.status == "disagree" and any("another label" in p for p in v.problems), v.problems

@@ -124,8 +124,10 @@ def test_screenshots_of_every_report_kind(tmp_path):
     cases = {
         "compare": (report_html.render_compare(cmp), "DISAGREE"),
         "compare-agree": (report_html.render_compare(compare(b, b).to_json()), "AGREE"),
-        "certify": (report_html.render_certify({"verdict": "disagree", "model": "resnet-50", "stage": cmp}),
-                    "DISAGREE"),
+        "certify": (report_html.render_certify({"verdict": "diverges", "model": "resnet-50",
+                                                "first_divergence": dict(cmp["first_divergence"], case="x.png"),
+                                                "cases": [{"name": "x.png", "verdict": "disagree", "compare": cmp}]}),
+                    "DIVERGES"),
         "audit-explained": (report_html.render_audit(audit_result(hosted, every, size), photo(), hosted),
                             "EXPLAINED"),
         "audit-wrong-image": (report_html.render_audit(audit_result(wrong, every, size), photo(), wrong),
@@ -137,3 +139,93 @@ def test_screenshots_of_every_report_kind(tmp_path):
         assert_shows_verdict(shot, dom, word)
     # where the screenshots are, for a person to look at them (pytest -s)
     print("screenshots:", sorted(str(p) for p in tmp_path.glob("*.png")))
+
+
+# --- certify and compare: the command's own verdict, coverage, first divergence, plot (issue 21) ---
+
+CAT = __import__("pathlib").Path(__file__).parent.parent / "examples" / "cat.png"
+
+
+def certify_cli(tmp_path, weights, *extra):
+    """`refimpl certify IMPL --model M --weights W IMAGE --report OUT` (the documented order)."""
+    from refimpl.cli import main
+
+    out = tmp_path / "certify.html"
+    code = main(["certify", "torchvision:resnet50", "--model", "resnet-50", "--weights", str(weights), *extra,
+                 str(CAT), "--report", str(out)])
+    return code, out.read_text()
+
+
+@pytest.fixture(scope="module")
+def certify_pages(tmp_path_factory, resnet50_small_dir):
+    """certify's HTML for a certified run and for a diverging one (zero budgets: torchvision's float32
+    against refimpl's float64 diverges at the first tensor with any error)."""
+    certified = certify_cli(tmp_path_factory.mktemp("certified"), resnet50_small_dir)
+    diverging = certify_cli(tmp_path_factory.mktemp("diverging"), resnet50_small_dir, "--factor", "0", "--floor", "0")
+    return {"certified": certified, "diverging": diverging}
+
+
+@pytest.mark.slow
+def test_certified_report_says_certified(certify_pages):
+    code, page = certify_pages["certified"]
+    assert code == 0 and ">CERTIFIED<small>" in page and "DISAGREE" not in page and "DIVERGES" not in page
+    assert "layer by layer on 1 image(s)" in page
+    coverage = re.search(r"<p id=coverage>(.*?)</p>", page).group(1)
+    assert re.match(r"\d+ of the reference's \d+ tensors compared \(layer by layer\)", coverage), coverage
+    assert page.count("<svg") == 1 and "id=error-plot" in page and "first divergence" not in page
+    assert "<td>classifier.1</td>" in page and "Image cat.png: CERTIFIED" in page
+
+
+@pytest.mark.slow
+def test_diverging_report_names_the_first_divergence(certify_pages):
+    code, page = certify_pages["diverging"]
+    assert code == 1 and ">DIVERGES<small>" in page and "CERTIFIED" not in page
+    first = re.search(r"<h2 id=first-divergence>First divergence: ([^ <]+) \(image cat.png\)</h2><div class=diag><b>([^<]+)</b>",
+                      page)
+    assert first, page[:3000]
+    assert f"first divergence: {first.group(1)}</text>" in page  # marked on the plot
+    assert "&lt;- first divergence" in page  # and in the table
+
+
+def test_error_plot_has_a_point_and_a_budget_step_per_compared_tensor():
+    rows = [{"name": f"t{i}", "status": "ok", "max_abs": 10.0 ** -(i + 3), "limit": 1e-4} for i in range(5)]
+    rows += [{"name": "only", "status": "only in A"}, {"name": "t5", "status": "fail", "max_abs": 0.5, "limit": 1e-4},
+             {"name": "t6", "status": "fail", "max_abs": "n/a", "limit": None}]
+    svg = report_html.error_plot(rows, "t5")
+    assert svg.count("<circle") == 6 and svg.count("fill='#b3261e'><title>t5") == 1  # t5 over budget: red
+    assert len(re.findall(r"M[\d.]+,[\d.]+H[\d.]+", svg)) == 6  # a budget step per tensor that has one
+    assert "first divergence: t5" in svg and "<title>t6: max|A-B| -, budget -" in svg  # shapes differ: a cross
+    assert "7 compared tensors" in svg and ">1e-7<" in svg  # log scale down to the smallest error
+    assert report_html.error_plot([{"name": "x", "status": "only in B"}]).startswith("<p class=meta>no tensor")
+
+
+def test_compare_report_says_incomplete_when_nothing_required_was_compared():
+    rng = np.random.default_rng(0)
+    b = {f"layer{i}": rng.normal(size=(1, 4, 6, 6)) for i in range(3)}
+    report = compare({"layer0": b["layer0"]}, b, require=["layer2"]).to_json()
+    assert report["verdict"] == "incomplete"
+    page = report_html.render_compare(report)
+    assert ">INCOMPLETE<small>" in page and "required but not compared: layer2" in page
+
+
+@needs_browser
+@pytest.mark.slow
+def test_certify_reports_in_a_browser(certify_pages, tmp_path):
+    """The page a person opens: the banner shows certify's own word in its colour."""
+    for kind, word in (("certified", "CERTIFIED"), ("diverging", "DIVERGES")):
+        shot, dom = screenshot(tmp_path, certify_pages[kind][1], kind)
+        assert_shows_verdict(shot, dom, word)
+        assert "id=\"coverage\"" in dom or "id=coverage" in dom
+
+
+def test_audit_dir_report_says_the_worst_word_and_the_coverage():
+    summary = {"folder": "photos", "out": "photos/results.jsonl", "images": 2, "recorded": 2, "audited_now": 2,
+               "remaining": 0, "by_status": {"agree": 1, "incomplete": 1},
+               "not_agreeing": [{"image": "b.jpg", "status": "incomplete", "first_problem": "only 99 of 100 judged"}],
+               "coverage": {"claims": 2, "claimed": 200, "claimed_judged": 199, "incomplete": 1},
+               "claims_without_image": [], "ok": False}
+    page = report_html.render_audit_dir(summary)
+    assert ">INCOMPLETE<small>" in page and "199 of 200 claimed row(s) judged over 2 claim(s)" in page
+    wrong = dict(summary, not_agreeing=summary["not_agreeing"] + [{"image": "c.jpg", "status": "disagree",
+                                                                   "wrong_image": "boxes far outside"}])
+    assert ">WRONG IMAGE?<small>" in report_html.render_audit_dir(wrong)

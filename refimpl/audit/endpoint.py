@@ -31,7 +31,8 @@ from refimpl.serving import contract
 from refimpl.serving.schemas import unwrap
 from refimpl.audit import judge as judging
 from refimpl.audit.judge import vocabulary
-from refimpl.errors import RefimplError
+from refimpl.audit.judge.coverage import refusal_coverage
+from refimpl.errors import ImageDecodeError, InvalidInputError
 
 TOKEN_ENV = "REFIMPL_ENDPOINT_TOKEN"
 BODY_FORMS = ("raw", "json")
@@ -131,8 +132,22 @@ class Report:
         """True if every image's answer agrees (or is explained by accepted signatures)."""
         return bool(self.checks) and all(c.accepted for c in self.checks)
 
+    @property
+    def exit_code(self):
+        """0 every answer accepted; 1 one disagrees (or is another image's, malformed, or explained
+        by a signature not accepted); 3 none of those but one INCOMPLETE (too little judged)."""
+        if self.ok:
+            return 0
+        if any(c.verdict.status != "incomplete" and not c.accepted for c in self.checks) or not self.checks:
+            return 1
+        return 3
+
     def to_dict(self):
         return {"url": self.url, "model": self.model, "accept": list(self.accept), "ok": self.ok,
+                "exit_code": self.exit_code,
+                "coverage": {"images": len(self.checks),
+                             "claimed": sum(c.verdict.coverage.get("claimed", 0) for c in self.checks),
+                             "claimed_judged": sum(c.verdict.coverage.get("claimed_judged", 0) for c in self.checks)},
                 "images": len(self.checks), "accepted": sum(c.accepted for c in self.checks),
                 "checks": [c.to_dict() for c in self.checks]}
 
@@ -161,7 +176,7 @@ def check_image(url, model, image, token=None, tolerances=None, accept=(), body=
         else:  # nothing to compare with: only decode, to know whether refimpl refuses the image too
             pixels = contract.decode_inputs(data)
             reference, size, outputs = [], (int(pixels.shape[1]), int(pixels.shape[0])), None
-    except RefimplError as e:
+    except (ImageDecodeError, InvalidInputError) as e:  # refimpl refuses the image (missing weights: exit 2)
         return ImageCheck(str(image), exchange, *_both_refuse(model, e, exchange, tolerances))
     verdict = judging.judge(model, exchange.body, reference, tolerances, image_size=size, outputs=outputs)
     if exchange.status != 200:
@@ -184,6 +199,7 @@ def _both_refuse(model, error, exchange, tolerances):
         v = judging.Verdict(model=registry.get(model).hosted_name, task=registry.get(model).task, status="agree", agree=True,
                             notes=[ours, f"the endpoint refuses it too: HTTP {exchange.status} {theirs}"],
                             tolerances=tolerances or judging.Tolerances())
+        refusal_coverage(v)
         return v, True
     v = _failed(model, [ours, f"the endpoint answered HTTP {exchange.status} instead"], tolerances)
     return v, False
@@ -208,8 +224,9 @@ def format_check(check, all_rows=False):
     """One image's check as text: the headline (HTTP status, time, verdict), then the verdict."""
     v, ex = check.verdict, check.exchange
     status = "no answer" if ex.status is None else f"HTTP {ex.status}"
-    word = vocabulary.headline(v.status, check.accepted, v.signatures, v.wrong_image)
-    return "\n".join([f"{check.image}: {status}, {ex.ms:.0f} ms: {word}"] + judging.format_verdict(v, all_rows))
+    word = vocabulary.headline(v.status, check.accepted, v.signatures, v.wrong_image, v.coverage)
+    lines = [f"{check.image}: {status}, {ex.ms:.0f} ms: {word}"] + judging.format_verdict(v, all_rows)
+    return "\n".join(lines)
 
 
 def format_report(report, all_rows=False):
@@ -224,16 +241,18 @@ def summary_line(report):
     """The run's verdict in the shared vocabulary (judge.vocabulary): the worst image's word, then
     how many images got each word. --accept changes only whether EXPLAINED passes (the exit code)."""
     kinds = [vocabulary.kind(c.verdict.status, c.verdict.wrong_image) for c in report.checks]
-    order = ("malformed", "wrong_image", "disagree", "explained", "agree")
+    order = vocabulary.SEVERITY
     worst = min(kinds, key=order.index, default="disagree")
     n = len(report.checks)
     counts = ", ".join(f"{kinds.count(k)} of {n} image(s) {vocabulary.WORDS[k]}" for k in order if k in kinds)
+    judged = sum(c.verdict.coverage.get("claimed_judged", 0) for c in report.checks)
+    claimed = sum(c.verdict.coverage.get("claimed", 0) for c in report.checks)
     if worst == "agree":
-        return f"AGREE: {n} of {n} image(s) agree with the reference"
+        return f"AGREE: {n} of {n} image(s) agree with the reference [{judged} of {claimed} claimed row(s) judged]"
     text = f"{vocabulary.WORDS[worst]}: {counts}"
     names = sorted({s for c in report.checks if c.verdict.status == "explained" for s in c.verdict.signatures})
     if names:
         text += f"; explained only by the signatures {', '.join(names)}"
         text += (" (accepted)" if all(c.accepted for c in report.checks if c.verdict.status == "explained")
                  else f" (not accepted: exit 1; --accept {','.join(names)} to accept them)")
-    return text
+    return text + f" [{judged} of {claimed} claimed row(s) judged]"

@@ -136,6 +136,8 @@ def summarize(records, images, folder, out, audited_now, annotations=None):
     names = {p.name for p in images}
     stems = {p.stem for p in images}
     bad = [r for r in records if r["exit_code"] != 0]
+    claims = [r for r in records if r["status"] not in ("no-claim", "error")]
+    covered = [(r.get("coverage") or {}) for r in claims]
     orphans = sorted(p.name for p in Path(folder).glob("*.json") if p.stem not in stems)
     return {
         "folder": str(folder), "out": str(out), "images": len(images), "recorded": len(records),
@@ -143,10 +145,17 @@ def summarize(records, images, folder, out, audited_now, annotations=None):
         "by_status": count_statuses(records),
         "not_agreeing": [{"image": r["image"], "status": r["status"], "wrong_image": r.get("wrong_image"),
                           "word": vocabulary.word(r["status"], r.get("wrong_image")),
-                          "first_problem": (r["problems"] or [None])[0]} for r in bad],
+                          "first_problem": (r["problems"] or [None])[0]
+                          or (f"only {(r.get('coverage') or {}).get('text', 'nothing was compared')}"
+                              if r["status"] == "incomplete" else None)} for r in bad],
+        "coverage": {"claims": len(claims), "claimed": sum(c.get("claimed", 0) for c in covered),
+                     "claimed_judged": sum(c.get("claimed_judged", 0) for c in covered),
+                     "incomplete": sum(r["status"] == "incomplete" for r in claims)},
         "claims_without_image": orphans,
         "statistics": statistics(records, annotations),
         "ok": not bad,
+        # 0 every claim agrees; 3 the only failures are INCOMPLETE (too little judged); else 1
+        "exit_code": 0 if not bad else (3 if all(r["status"] == "incomplete" for r in bad) else 1),
     }
 
 
@@ -269,8 +278,12 @@ def format_summary(s):
              f"({s['audited_now']} audited in this run, {s['remaining']} remaining)"]
     lines.append("  " + ", ".join(f"{k}: {v}" for k, v in s["by_status"].items()) if s["by_status"] else "  nothing audited")
     for r in s["not_agreeing"]:
-        # The words of audit and check-endpoint (AGREE, EXPLAINED, DISAGREE, WRONG IMAGE?, MALFORMED).
+        # The words of audit and check-endpoint (AGREE, EXPLAINED, DISAGREE, WRONG IMAGE?, INCOMPLETE, MALFORMED).
         lines.append(f"  {vocabulary.word(r['status'], r.get('wrong_image')):<12} {r['image']}: {r['first_problem'] or ''}")
+    cov = s.get("coverage")
+    if cov and cov["claims"]:
+        lines.append(f"  coverage: {cov['claimed_judged']} of {cov['claimed']} claimed row(s) judged over {cov['claims']} "
+                     f"claim(s); {cov['incomplete']} claim(s) INCOMPLETE (too little judged)")
     lines += format_statistics(s.get("statistics") or {})
     if s["claims_without_image"]:
         lines.append(f"  claims without an image (ignored): {', '.join(s['claims_without_image'])}")

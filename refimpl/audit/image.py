@@ -21,7 +21,11 @@ Verdicts (`AuditResult.status`; `AuditResult.word` in the shared vocabulary of
     explained   0 if every signature is in `accept`, else 1: the same answer, systematically reshaped
     disagree    1  labels, order, scores or boxes differ beyond the tolerances (or the claimed
                    response is an error while the reference answers); said WRONG IMAGE? when
-                   the claim looks like another image's (`AuditResult.wrong_image` says why)
+                   the claim looks like another image's (`AuditResult.wrong_image` says why);
+                   never accepted
+    incomplete  3  nothing contradicts the reference, but a claimed row could not be judged (the
+                   coverage says how many were, of how many, and why not; refimpl.audit.judge.
+                   coverage has the rule); never accepted
     malformed   3  the claimed response is not JSON, not a result list or envelope, or breaks the
                    output schema: there is nothing to compare
     no-claim    0  (audit_dir only) an image without NAME.json: the reference output is recorded
@@ -39,7 +43,8 @@ from pathlib import Path
 from refimpl import __version__, registry
 from refimpl.audit import judge as judging
 from refimpl.audit.judge import vocabulary
-from refimpl.errors import RefimplError
+from refimpl.audit.judge.coverage import refusal_coverage
+from refimpl.errors import ImageDecodeError, InvalidInputError
 from refimpl.provenance import sha256_bytes
 from refimpl.serving.schemas import unwrap, validate
 
@@ -66,7 +71,7 @@ class AuditResult:
 
     @property
     def word(self):
-        """AGREE, EXPLAINED, DISAGREE, WRONG IMAGE?, MALFORMED (judge.vocabulary)."""
+        """AGREE, EXPLAINED, DISAGREE, WRONG IMAGE?, INCOMPLETE, MALFORMED (judge.vocabulary)."""
         return vocabulary.word(self.status, self.wrong_image)
 
     @property
@@ -83,6 +88,7 @@ class AuditResult:
             "signatures": v["signatures"] if v else [],
             "problems": self.problems + [p for p in (v["problems"] if v else []) if p not in self.problems],
             "notes": v["notes"] if v else [], "stats": v["stats"] if v else {},
+            "coverage": v["coverage"] if v and v["coverage"] else {"text": "nothing was compared"},
             "reference": self.reference, "verdict": v, "refimpl_version": __version__,
         }
 
@@ -142,7 +148,9 @@ def audit(image, claimed, model="resnet-50", tolerances=None, accept=(), weights
     loading = {"weights": weights, "revision": revision, "dtype": dtype, "path": path}
     try:
         reference, size, outputs = judging.reference_outputs(name, data, top_k=top_k, **loading)
-    except RefimplError as e:  # refimpl refuses the image itself
+    except (ImageDecodeError, InvalidInputError) as e:  # refimpl refuses the image itself
+        # (any other error - no weights, a bad preprocessor config - is the caller's: exit 2, never
+        # a verdict about the claim)
         if problem:
             result.problems += [problem, f"refimpl refuses this image too: {e}"]
             return result
@@ -179,6 +187,7 @@ def _refused(result, obj, error, tolerances):
     if payload is None and any("reported failure" in p for p in problems):
         v.status, v.agree = "agree", True
         v.notes += [ours, "the claimed response is an error too: " + problems[-1]]
+        refusal_coverage(v)
     else:
         v.problems += [ours, "but the claimed response has a result"]
     result.verdict, result.status, result.accepted = v, v.status, v.agree
@@ -199,5 +208,7 @@ def format_result(result, all_rows=False):
     shown = set(result.verdict.problems) if result.verdict is not None else set()
     lines += [f"  problem: {p}" for p in result.problems if p not in shown]
     signatures = result.verdict.signatures if result.verdict is not None else ()
-    lines.append("verdict: " + vocabulary.headline(result.status, result.accepted, signatures, result.wrong_image))
+    coverage = result.verdict.coverage if result.verdict is not None else None
+    lines.append("verdict: " + vocabulary.headline(result.status, result.accepted, signatures, result.wrong_image,
+                                                   coverage))
     return "\n".join(lines)

@@ -7,11 +7,16 @@ engine of `refimpl check-endpoint` (refimpl.audit.judge), and names the hosted A
 (no_threshold, integer_rounding, uint16_wraparound, normalized_boxes, monotonic_score_transform,
 label_style, score_formula). Verdict words (shared with check-endpoint and audit-dir): AGREE,
 EXPLAINED, DISAGREE, WRONG IMAGE? (claimed boxes far outside the image, or nothing in common with
-the reference), MALFORMED. --report OUT.html writes a self-contained HTML report.
+the reference), INCOMPLETE (nothing contradicts the reference, but a claimed row could not be
+judged), MALFORMED. Every verdict line ends with its coverage: how many claimed rows (and
+reference detections above the threshold) were judged, of how many; "not judged:" lines say
+what was not and why. --report OUT.html writes a self-contained HTML report.
 
-Exit status: 0 agree (or explained by signatures given to --accept); 1 disagree (or explained by
-signatures not accepted); 3 malformed claimed response (not JSON, not a result list or envelope,
-breaks the output schema); 2 usage errors (unreadable files, unknown model, no weights)."""
+Exit status: 0 agree (or explained by signatures given to --accept); 1 disagree or wrong image
+(whatever --accept says), or explained by signatures not accepted; 3 incomplete (too little
+judged: never accepted) or a malformed claimed response (not JSON, not a result list or
+envelope, breaks the output schema); 2 usage errors (unreadable files, unknown model, no
+weights)."""
 
 import argparse
 

@@ -7,9 +7,10 @@ bar on stderr, and resumes where it stopped: a rerun skips the images already re
 anything else is refused untouched. Prints a summary of every recorded image with dataset
 statistics (top-1 and top-5-set agreement, score differences, rank correlation, confusion,
 counts per signature; detection: the claimed detections' AP with refimpl's as ground truth, and
-with --annotations both services' AP). Exit status: 0 when every claim
-agrees (or is explained by --accept'ed signatures), 1 otherwise, 2 on usage errors, 130 when
-interrupted (rerun to resume)."""
+with --annotations both services' AP), and the coverage (claimed rows judged, of how many;
+claims INCOMPLETE). Exit status: 0 when every claim agrees (or is explained by --accept'ed
+signatures), 3 when the only failures are INCOMPLETE claims (too little judged), 1 otherwise, 2
+on usage errors, 130 when interrupted (rerun to resume)."""
 
 import argparse
 
@@ -53,4 +54,4 @@ def run(args):
 
         report_html.write(args.report, report_html.render_audit_dir(summary))
         print(f"report: {args.report}", file=sys.stderr)
-    return 0 if summary["ok"] else 1
+    return summary["exit_code"]

@@ -4,10 +4,13 @@ local reference.
 
 Prints a per-image table and a verdict, or JSON with --json. Exit status: 0 when every answer
 agrees within the tolerances (or differs only by signatures given to --accept), 1 when one
-disagrees, 2 on usage errors.
+disagrees (or is another image's, or malformed), 3 when none does but one is INCOMPLETE (too
+little of it judged), 2 on usage errors. Options and IMAGEs may come in any order.
 
 Verdict words (the same in audit and audit-dir): AGREE, EXPLAINED, DISAGREE, WRONG IMAGE? (the
-answer looks like another image's), MALFORMED; --accept decides only the exit code.
+answer looks like another image's), INCOMPLETE, MALFORMED; --accept decides only whether
+EXPLAINED passes, never INCOMPLETE or WRONG IMAGE?. Each image's line and the run's verdict say
+how many claimed rows were judged, of how many.
 Signatures named in the verdict: no_threshold, integer_rounding, uint16_wraparound,
 normalized_boxes, monotonic_score_transform, label_style, score_formula (the post-processing
 formula that reproduces the claimed scores from refimpl's logits). --accept hosted accepts the
@@ -53,4 +56,4 @@ def run(args):
         print_json(report.to_dict())
     else:
         print(format_report(report, args.all_rows))
-    return 0 if report.ok else 1
+    return report.exit_code

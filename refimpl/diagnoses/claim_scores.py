@@ -124,7 +124,10 @@ def score_formula(logits, q, c, scores):
     best = min(FORMULAS, key=errors.get)  # a fixed formula first: T = 1 is DETR's own
     if errors[best] > FORMULA_RTOL and errors["temperature"] < errors[best]:
         best = "temperature"
-    out = {"errors": errors, "matched": len(s), "max_rel_error": errors[best], "formula": None}
+    # JSON has no infinity: a formula that cannot score a claim (a label offset past the last
+    # class) reports None
+    out = {"errors": {k: (v if np.isfinite(v) else None) for k, v in errors.items()}, "matched": len(s),
+           "max_rel_error": errors[best], "formula": None}
     if best == "temperature":
         out["temperature"] = t
     if errors[best] <= FORMULA_RTOL and not (best == "temperature" and abs(t - 1) < 1e-3):

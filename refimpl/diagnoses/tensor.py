@@ -10,7 +10,8 @@ missing activation and extra activation (relu(A) == B: also "tapped before the a
 DETR's heads and attention: missing sigmoid, extra sigmoid, box format, softmax axis, softmax
 temperature (a missing attention scale); channel swap (with an RGB/BGR hint), class
 permutation, channel permutation, spatial shift (a crop offset), constant offset, scale factor,
-per-channel offset, bn eps (given the BN's running_var), per-channel scale, scale and offset,
+per-channel offset, bn eps (given the BN's running_var), per-channel scale, box scaling (x and y
+of boxes scaled apart: swapped image sizes), scale and offset,
 per-channel scale and offset (normalization), else generic drift. At `pixel_values`, given the
 image and the preprocessor config, generic drift is then checked against the "pixel_values"
 entries (resize.py): resize filter, else preprocessing drift.

@@ -26,7 +26,8 @@ from pathlib import Path
 from refimpl.audit.judge import vocabulary
 
 COLORS = {"AGREE": "#1b7f3b", "EXPLAINED": "#1f5fa8", "DISAGREE": "#b3261e", "WRONG IMAGE?": "#c25e00",
-          "MALFORMED": "#6a1b9a", "NO CLAIM": "#555555", "ERROR": "#555555"}
+          "MALFORMED": "#6a1b9a", "NO CLAIM": "#555555", "ERROR": "#555555", "INCOMPLETE": "#7a5c00",
+          "CERTIFIED": "#1b7f3b", "DIVERGES": "#b3261e"}
 MAX_DRAWN = 25  # claimed boxes drawn on the image (the highest scores)
 UINT16_HALF, UINT16_SPAN = 32768, 65536
 
@@ -82,69 +83,114 @@ def _num(x, spec=".3g"):
 
 # --- compare / certify -------------------------------------------------------------------------
 
+COMPARE_WORDS = {"agree": "AGREE", "disagree": "DISAGREE", "incomplete": "INCOMPLETE"}
+CERTIFY_WORDS = {"certified": "CERTIFIED", "diverges": "DIVERGES", "incomplete": "INCOMPLETE"}
 
-def error_plot(rows, first_name=None, width=1040, height=300):
-    """SVG: each compared tensor's max|A-B| divided by its budget (atol + rtol * max|B|), log scale,
-    in data-flow order; 1 is the budget line; the first divergence is marked."""
+
+def _float(x):
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def error_plot(rows, first_name=None, width=1040, height=320):
+    """SVG: for each compared tensor, in data-flow order, its max|A-B| (a dot: green within
+    budget, red over) and its budget - the largest error allowed, atol + rtol * max|B| or budget *
+    max|B| (a dashed red step) - on a log scale; the first divergence is marked with a vertical
+    line. A tensor whose shapes differ has no error: a red mark at the top."""
     pts = [(i, r) for i, r in enumerate(rows) if r.get("status") in ("ok", "fail")]
     if not pts:
-        return "<p class=meta>no tensor was compared</p>"
-    left, top, bottom = 60, 20, 40
-    w, h = width - left - 20, height - top - bottom
-    lo, hi = -8.0, 3.0  # log10 of error / budget
-    n = max(len(rows) - 1, 1)
+        return "<p class=meta>no tensor was compared: nothing to plot</p>"
+    left, top, bottom, right = 64, 24, 44, 16
+    w, h = width - left - right, height - top - bottom
+    values = [v for _, r in pts for v in (_float(r.get("max_abs")), _float(r.get("limit"))) if v and v > 0]
+    lo = math.floor(math.log10(min(values))) if values else -8
+    hi = math.ceil(math.log10(max(values))) + 1 if values else 1
+    lo, hi = max(lo, hi - 14), max(hi, lo + 2)  # at most 14 decades, at least 2
+    n = len(pts)
+    step = w / n
 
     def y(v):
-        return top + h * (hi - min(max(v, lo), hi)) / (hi - lo)
+        v = _float(v)
+        if v is None:
+            return top
+        if v <= 0:
+            return top + h
+        return top + h * (hi - min(max(math.log10(v), lo), hi)) / (hi - lo)
 
-    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role=img "
-             f"aria-label='error against budget per tensor'>",
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role=img id=error-plot "
+             f"aria-label='error against budget per tensor, log scale'>",
              f"<rect x='{left}' y='{top}' width='{w}' height='{h}' fill='#fff' stroke='#ccc'/>"]
-    for k in range(int(lo), int(hi) + 1):
-        parts.append(f"<line x1='{left}' x2='{left + w}' y1='{y(k):.1f}' y2='{y(k):.1f}' stroke='#eee'/>"
-                     f"<text x='{left - 6}' y='{y(k) + 4:.1f}' font-size='11' text-anchor='end'>1e{k}</text>")
-    parts.append(f"<line x1='{left}' x2='{left + w}' y1='{y(0):.1f}' y2='{y(0):.1f}' stroke='#b3261e' "
-                 f"stroke-dasharray='6 4'/><text x='{left + w - 4}' y='{y(0) - 4:.1f}' font-size='11' "
-                 f"text-anchor='end' fill='#b3261e'>budget (atol + rtol*max|B|)</text>")
-    for i, r in pts:
-        x = left + w * i / n
-        limit = r.get("limit")
-        err = r.get("max_abs")
-        try:
-            ratio = float(err) / float(limit) if limit else (0.0 if not float(err) else math.inf)
-        except (TypeError, ValueError):
-            ratio = math.inf  # a shape mismatch: no number, off the scale
-        v = hi if not math.isfinite(ratio) else (lo if ratio <= 0 else math.log10(ratio))
+    for k in range(lo, hi + 1):
+        parts.append(f"<line x1='{left}' x2='{left + w}' y1='{y(10.0 ** k):.1f}' y2='{y(10.0 ** k):.1f}' stroke='#eee'/>"
+                     f"<text x='{left - 6}' y='{y(10.0 ** k) + 4:.1f}' font-size='11' text-anchor='end'>1e{k}</text>")
+    budget = []
+    for k, (i, r) in enumerate(pts):
+        x0, x1 = left + step * k, left + step * (k + 1)
+        limit = _float(r.get("limit"))
+        if limit is not None:
+            budget.append(f"M{x0:.1f},{y(limit):.1f}H{x1:.1f}")
+    parts.append(f"<path d='{''.join(budget)}' fill='none' stroke='#b3261e' stroke-dasharray='4 3' stroke-width='1.5'/>")
+    for k, (i, r) in enumerate(pts):
+        x = left + step * (k + 0.5)
+        err = _float(r.get("max_abs"))
         color = "#1b7f3b" if r["status"] == "ok" else "#b3261e"
-        parts.append(f"<circle cx='{x:.1f}' cy='{y(v):.1f}' r='3' fill='{color}'><title>{_e(r['name'])}: "
-                     f"{_num(err)} / {_num(limit)}</title></circle>")
+        label = f"{_e(r['name'])}: max|A-B| {_num(r.get('max_abs'))}, budget {_num(r.get('limit'))}"
+        if err is None:  # shapes differ
+            parts.append(f"<path d='M{x - 4:.1f},{top + 2}L{x + 4:.1f},{top + 10}M{x + 4:.1f},{top + 2}L{x - 4:.1f},"
+                         f"{top + 10}' stroke='{color}' stroke-width='2'><title>{label}</title></path>")
+        else:
+            parts.append(f"<circle cx='{x:.1f}' cy='{y(err):.1f}' r='3' fill='{color}'><title>{label}</title></circle>")
         if r["name"] == first_name:
             parts.append(f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{top}' y2='{top + h}' stroke='#c25e00' stroke-width='2'/>"
-                         f"<text x='{min(x + 4, left + w - 200):.1f}' y='{top + 14}' font-size='12' fill='#c25e00'>"
+                         f"<text x='{min(x + 4, left + w - 260):.1f}' y='{top + 14}' font-size='12' fill='#c25e00'>"
                          f"first divergence: {_e(r['name'])}</text>")
-    parts.append(f"<text x='{left}' y='{height - 12}' font-size='12'>tensors in data-flow order (first left) -&gt;"
-                 f"</text><text x='14' y='{top + h / 2}' font-size='12' transform='rotate(-90 14 {top + h / 2})' "
-                 f"text-anchor='middle'>max|A-B| / budget</text></svg>")
+    parts.append(f"<text x='{left}' y='{height - 22}' font-size='12'>{n} compared tensors in data-flow order (first "
+                 f"left) -&gt;; dots: max|A-B| (green within budget, red over); dashed red: each tensor's budget</text>"
+                 f"<text x='14' y='{top + h / 2}' font-size='12' transform='rotate(-90 14 {top + h / 2})' "
+                 f"text-anchor='middle'>max|A-B| (log)</text></svg>")
     return "".join(parts)
 
 
-def _compare_body(report):
+def _diagnosis(first, case=None):
+    """The first divergence and its diagnosis (HTML)."""
+    d = first.get("diagnosis") or {}
+    where = f" (image {_e(case)})" if case else ""
+    out = (f"<h2 id=first-divergence>First divergence: {_e(first['name'])}{where}</h2><div class=diag>"
+           f"<b>{_e(d.get('kind'))}</b> ({_e(d.get('confidence', ''))}): {_e(d.get('message'))}"
+           + (f"<br>look at: {_e(d['look_at'])}" if d.get("look_at") else "") + "</div>")
+    if first.get("isolate"):
+        out += f"<div class=diag>isolate: {_e(first['isolate'].get('message'))}</div>"
+    return out
+
+
+def _compare_coverage(report):
     s = report.get("summary", {})
+    text = (f"{s.get('compared', 0)} of the reference's {s.get('reference_tensors', '?')} tensors compared, "
+            f"{s.get('failed', 0)} over budget; only in A: {len(s.get('only_in_a', []))}, only in B: "
+            f"{len(s.get('only_in_b', []))}")
+    missing = report.get("missing_required") or []
+    if missing:
+        text += f"; required but not compared: {', '.join(missing)}"
+    return text
+
+
+def _compare_body(report, with_diagnosis=True):
     rows = report.get("tensors", [])
     first = report.get("first_divergence")
     body = [f"<p class=meta>A: {_e(report.get('a', {}).get('path'))} &nbsp; B (reference): "
             f"{_e(report.get('b', {}).get('path'))}<br>rule: {_e(report.get('rule'))} (rtol {report.get('rtol')}, "
             f"atol {report.get('atol')})</p>",
-            f"<h2>Coverage</h2><p>{s.get('compared', 0)} tensors compared, {s.get('failed', 0)} over budget; "
-            f"only in A: {len(s.get('only_in_a', []))}, only in B: {len(s.get('only_in_b', []))}</p>",
-            "<h2>Error against budget</h2>", error_plot(rows, first["name"] if first else None)]
-    if first:
-        d = first.get("diagnosis", {})
-        body.append(f"<h2>First divergence: {_e(first['name'])}</h2><div class=diag><b>{_e(d.get('kind'))}</b>"
-                    f" ({_e(d.get('confidence', ''))}): {_e(d.get('message'))}"
-                    + (f"<br>look at: {_e(d['look_at'])}" if d.get("look_at") else "") + "</div>")
-        if first.get("isolate"):
-            body.append(f"<div class=diag>isolate: {_e(first['isolate'].get('message'))}</div>")
+            f"<h2>Coverage</h2><p id=coverage>{_e(_compare_coverage(report))}</p>"]
+    not_compared = [r["name"] for r in rows if r.get("status") not in ("ok", "fail")]
+    if not_compared:
+        body.append(f"<p class=meta>not compared (not in both): {_e(', '.join(not_compared[:20]))}"
+                    f"{' ...' if len(not_compared) > 20 else ''}</p>")
+    if first and with_diagnosis:
+        body.append(_diagnosis(first))
+    body += ["<h2>Error against budget</h2>", error_plot(rows, first["name"] if first else None)]
     body.append("<h2>Tensors</h2><table><tr><th>#</th><th>tensor</th><th>shape A</th><th>shape B</th>"
                 "<th>max abs</th><th>budget</th><th>result</th></tr>")
     for i, r in enumerate(rows, 1):
@@ -158,29 +204,68 @@ def _compare_body(report):
 
 
 def render_compare(report, title="refimpl compare"):
-    """compare's Report.to_json() -> HTML."""
-    word = "AGREE" if report.get("agree") else "DISAGREE"
+    """compare's Report.to_json() -> HTML: compare's own verdict (AGREE, DISAGREE, INCOMPLETE),
+    coverage, the first divergence and its diagnosis, the error-vs-budget plot, the tensors."""
+    verdict = report.get("verdict") or ("agree" if report.get("agree") else "disagree")
+    word = COMPARE_WORDS.get(verdict, "DISAGREE")
     s = report.get("summary", {})
-    sub = (f"all {s.get('compared', 0)} compared tensors within budget" if report.get("agree") else
-           f"{s.get('failed', 0)} of {s.get('compared', 0)} compared tensors exceed the budget"
-           + (f"; first divergence {report['first_divergence']['name']}" if report.get("first_divergence") else ""))
+    if verdict == "agree":
+        sub = f"all {s.get('compared', 0)} compared tensors within budget"
+    elif verdict == "incomplete":
+        sub = ("nothing compared" if not s.get("compared") else "the required outputs were not compared: "
+               + ", ".join(report.get("missing_required") or []))
+    else:
+        sub = (f"{s.get('failed', 0)} of {s.get('compared', 0)} compared tensors exceed the budget"
+               + (f"; first divergence {report['first_divergence']['name']}" if report.get("first_divergence") else ""))
     return page(title, word, sub, _compare_body(report))
 
 
 def render_certify(report, title="refimpl certify"):
-    """certify's JSON report -> HTML: its verdict (`verdict` or `status` or `agree`), its top-level
-    facts, and every compare-style section (a dict holding "tensors") with its plot."""
-    raw = report.get("verdict") or report.get("status")
-    word = str(raw).upper() if raw else ("AGREE" if report.get("agree") else "DISAGREE")
-    word = word if word in COLORS else ("AGREE" if report.get("agree") else "DISAGREE")
-    facts = [(k, v) for k, v in report.items() if isinstance(v, (str, int, float, bool)) or v is None]
-    body = ["<h2>Facts</h2><table>"] + [f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts] + ["</table>"]
-    sections = [(k, v) for k, v in report.items() if isinstance(v, dict) and "tensors" in v]
-    if "tensors" in report:
-        sections.insert(0, ("comparison", report))
-    for k, v in sections:
-        body.append(f"<h2>{_e(k)}</h2>{_compare_body(v)}")
-    return page(title, word, str(report.get("message") or ""), "".join(body))
+    """certify's JSON report (CertifyReport.to_json()) -> HTML: certify's own verdict (CERTIFIED,
+    DIVERGES, INCOMPLETE) and scope, the coverage (tensors compared of the reference's, the parts
+    of the network covered and not), the first divergence with its diagnosis, the least headroom,
+    then for each image its error-vs-budget plot and per-tensor table (`cases[].compare`)."""
+    verdict = str(report.get("verdict") or "")
+    word = CERTIFY_WORDS.get(verdict, "INCOMPLETE")  # anything unknown is not a pass
+    cov = report.get("coverage") or {}
+    first = report.get("first_divergence")
+    cases = report.get("cases") or []
+    head = report.get("min_headroom")
+    if verdict == "certified":
+        sub = (f"{cov.get('scope', '')} on {len(cases)} image(s): every compared tensor within its budget"
+               + (f"; least headroom {float(head['headroom']):.3g}x at {head['name']}" if head and _float(head.get('headroom')) else ""))
+    elif verdict == "diverges" and first:
+        sub = f"first divergence {first['name']} (image {first.get('case')}): {(first.get('diagnosis') or {}).get('kind')}"
+    else:
+        missing = sorted({m for c in cases for m in (c.get("compare") or {}).get("missing_required") or []})
+        sub = "the final outputs were not compared" + (f" ({', '.join(missing)})" if missing else "") + ": nothing is certified"
+    impl = report.get("impl") or {}
+    rule = report.get("budget_rule") or {}
+    weights = report.get("weights") or {}
+    body = [f"<p class=meta>implementation: {_e(impl.get('spec'))} ({_e(impl.get('description'))})<br>model "
+            f"{_e(report.get('model'))}; truth: {_e(report.get('truth'))}; weights {_e(weights.get('source'))} sha256 "
+            f"{_e(str(weights.get('sha256'))[:16])}...<br>budget: {_e(rule.get('text'))} (factor {_e(rule.get('factor'))}, "
+            f"floor {_e(rule.get('floor'))})</p>"]
+    parts_covered, parts_missing = cov.get("parts_covered") or [], cov.get("parts_missing") or []
+    body.append(f"<h2>Coverage</h2><p id=coverage>{cov.get('compared', 0)} of the reference's "
+                f"{cov.get('reference_tensors', 0)} tensors compared ({_e(cov.get('scope', ''))}); "
+                f"{len(parts_covered)} of {len(parts_covered) + len(parts_missing)} parts of the network covered"
+                + (f"; not covered: {_e(', '.join(parts_missing))}" if parts_missing else "") + "</p>")
+    if report.get("unmapped"):
+        shown = report["unmapped"][:12]
+        body.append(f"<p class=meta>not mapped to a checkpoint name (not compared): {_e(', '.join(shown))}"
+                    f"{' ...' if len(report['unmapped']) > 12 else ''}</p>")
+    if first:
+        body.append(_diagnosis(first, first.get("case")))
+    for c in cases:
+        cmp = c.get("compare") or {}
+        case_word = {"agree": "CERTIFIED", "disagree": "DIVERGES"}.get(c.get("verdict"), "INCOMPLETE")
+        body.append(f"<h2>Image {_e(c.get('name'))}: {case_word}</h2>")
+        body += [f"<p class=meta>note: {_e(n)}</p>" for n in c.get("notes") or []]
+        body.append(_compare_body(cmp, with_diagnosis=False))
+    if not cases:
+        body.append("<p class=meta>no image was compared</p>")
+    return page(title, word, sub, "".join(body))
 
 
 # --- audit ---------------------------------------------------------------------------------------
@@ -265,10 +350,13 @@ def render_audit(result, image=None, claimed=None, title="refimpl audit"):
     v = result.get("verdict") or {}
     status = result["status"]
     word = vocabulary.word(status, result.get("wrong_image"))
+    coverage = result.get("coverage") or v.get("coverage") or {}
     sub = vocabulary.headline(status, result.get("accepted"), result.get("signatures", ()), result.get("wrong_image"))
     sub = sub.split(": ", 1)[1] if ": " in sub else sub
     body = [f"<p class=meta>image {_e(result['image'])} &nbsp; model {_e(result['model'])} &nbsp; claimed "
-            f"{_e(result.get('claimed'))} &nbsp; exit code {result.get('exit_code')}</p>"]
+            f"{_e(result.get('claimed'))} &nbsp; exit code {result.get('exit_code')}</p>",
+            f"<h2>Coverage</h2><p id=coverage>{_e(coverage.get('text') or 'nothing was compared')}</p>"]
+    body.append(_list("Not judged", coverage.get("not_judged") or []))
     if result.get("wrong_image"):
         body.append(f"<div class=diag><b>WRONG IMAGE?</b> {_e(result['wrong_image'])}</div>")
     details = v.get("details", {})
@@ -285,12 +373,21 @@ def render_audit(result, image=None, claimed=None, title="refimpl audit"):
 
 
 def render_audit_dir(summary, title="refimpl audit-dir"):
-    """audit-dir's summary dict -> HTML: counts per word and the images that do not agree."""
+    """audit-dir's summary dict -> HTML: the run's word (AGREE when every claim agrees, else the
+    worst word among the images: MALFORMED, WRONG IMAGE?, DISAGREE, INCOMPLETE, EXPLAINED), the
+    coverage, counts per word and the images that do not agree."""
     counts = summary.get("by_status", {})
-    word = "AGREE" if summary.get("ok") else "DISAGREE"
+    kinds = [vocabulary.kind(r["status"], r.get("wrong_image")) for r in summary.get("not_agreeing", [])]
+    worst = min((k for k in kinds if k in vocabulary.SEVERITY), key=vocabulary.SEVERITY.index, default=None)
+    word = "AGREE" if summary.get("ok") else vocabulary.WORDS.get(worst, "DISAGREE")
     sub = (f"{summary.get('recorded', 0)} of {summary.get('images', 0)} image(s) recorded; "
            f"{len(summary.get('not_agreeing', []))} do not agree")
-    body = ["<h2>Counts</h2><table>"]
+    cov = summary.get("coverage")
+    body = []
+    if cov:
+        body.append(f"<h2>Coverage</h2><p id=coverage>{cov['claimed_judged']} of {cov['claimed']} claimed row(s) judged "
+                    f"over {cov['claims']} claim(s); {cov['incomplete']} claim(s) INCOMPLETE (too little judged)</p>")
+    body.append("<h2>Counts</h2><table>")
     for status, n in counts.items():
         w = vocabulary.WORDS.get(status, status)
         body.append(f"<tr><th style='color:{COLORS.get(w, '#444')}'>{_e(w)}</th><td class=num>{n}</td></tr>")

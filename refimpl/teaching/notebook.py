@@ -11,6 +11,7 @@ boxes and maps mean nothing.
 import atexit
 import contextlib
 import importlib
+import importlib.util
 import io
 import os
 import shutil
@@ -30,12 +31,10 @@ def weights_for(model):
     source = os.environ.get(spec.weights_env)
     if source:
         return source, f"weights: {source} (from ${spec.weights_env})"
-    try:
-        import transformers  # noqa: F401  (the synthesizer builds the checkpoint with it)
-    except ImportError as e:
+    if importlib.util.find_spec("transformers") is None:  # the synthesizer builds the checkpoint with it
         raise WeightsNotFoundError(f"no ${spec.weights_env} set, and transformers is not installed to synthesize "
                                    f"weights: set ${spec.weights_env} to a folder or repo id (e.g. {spec.repo_id}), "
-                                   "or pip install -e '.[test]'") from e
+                                   "or pip install -e '.[test]'")
     root = tempfile.mkdtemp(prefix="refimpl-notebook-")
     atexit.register(shutil.rmtree, root, ignore_errors=True)  # ~100-170 MB each: gone with the kernel
     folder = Path(root) / spec.name

@@ -22,10 +22,16 @@ The verdict (`Verdict`) has a `status`:
 * `agree`: schema-valid, same answer within the tolerances, nothing to explain;
 * `explained`: every difference is one of the named `signatures` below (a known, systematic
   reshaping of the same answer), nothing else is wrong;
-* `disagree`: at least one entry in `problems`.
+* `disagree`: at least one entry in `problems`, or the claim looks like another image's
+  (`wrong_image`);
+* `incomplete`: nothing contradicts the reference but too little of the claim was judged
+  (`coverage`: the rule is in `coverage.py`; a claimed row the judge could not pair with anything
+  in the reference is not judged, and one such row is enough).
 
 `agree` is `status == "agree"`; `verdict.accepted(accept)` is True when the status is `agree`, or
-`explained` and every signature is in `accept` (check-endpoint's `--accept`).
+`explained` and every signature is in `accept` (check-endpoint's `--accept`); never for
+`incomplete` or a wrong image. `verdict.coverage` says how many claimed rows and reference
+detections were judged of how many, and what was not judged and why.
 
 What is compared (tolerances in `Tolerances`, defaults below):
 
@@ -40,8 +46,12 @@ What is compared (tolerances in `Tolerances`, defaults below):
   pair: score difference, IoU, largest corner difference in pixels. Boxes agree when the IoU is
   at least `iou_min` and every corner is within `corner_px`. A reference detection above `threshold` with no partner is *missing*;
   a claimed detection above `threshold` with no partner is *extra*. IoU and corners are judged
-  on pairs where either side is above the threshold; low-score pairs only feed the statistics
-  and the rank correlation.
+  on every pair (every query of a claim without a threshold has a box to compare). A claim
+  without a threshold (`no_threshold`) is judged row by row against the reference's per-query
+  outputs: a row left without a same-label partner is paired with the query whose box it
+  overlaps (any label; with refimpl's logits, `outputs`), its label judged against that query's
+  class probabilities (a near tie, within `score_atol`, is not a problem) and its score against
+  that query's probability of the claimed label (or the named score formula).
 
 Signatures (`SIGNATURES`: the diagnosis catalogue's "claim" entries, refimpl/diagnoses/claim_*.py,
 where each recogniser is) are recognised before comparing, undone, and named:
@@ -77,6 +87,7 @@ from refimpl.serving import contract
 from refimpl.serving.schemas import unwrap, validate
 
 from .classification import judge_classification
+from .coverage import settle
 from .detection import judge_detection
 from .report import format_verdict
 from .stats import box_iou, spearman
@@ -113,9 +124,7 @@ def judge(model, claimed, reference, tolerances=None, *, image_size=None, output
                 judge_detection(v, result, reference, tol, image_size, outputs)
     elif not v.problems:
         v.problems.append("no result")
-    v.status = "disagree" if v.problems else ("explained" if v.signatures else "agree")
-    v.agree = v.status == "agree"
-    return v
+    return settle(v)
 
 
 def reference_outputs(model, image, top_k=5, **loading):

@@ -3,6 +3,7 @@
 from refimpl.diagnoses import CATALOGUE
 from refimpl.errors import short
 
+from .coverage import classification_coverage
 from .scores import judge_scores
 from .verdict import finite_number, name_signature
 
@@ -22,6 +23,10 @@ def judge_classification(v, result, reference, tol):
                    max_score_diff=max(abs(c - r) for c, r in pairs) if pairs else None)
     judge_scores(v, pairs, tol, labels_agree, None)
     recognise_wrong_image(v, claimed_labels, ref_labels)
+    judged = min(len(claimed), len(ref))  # every rank both lists have: its label compared
+    classification_coverage(v, len(claimed), judged, len(ref),
+                            [f"{len(claimed) - judged} claimed label(s) beyond the reference's {len(ref)}"]
+                            if judged < len(claimed) else [])
     if len(claimed) != HOSTED_TOP_K:
         v.notes.append(f"{len(claimed)} labels; the hosted API returns {HOSTED_TOP_K}")
 

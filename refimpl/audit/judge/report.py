@@ -12,7 +12,9 @@ def format_verdict(v, all_rows=False):
 
     all_rows: every detection row, one line each, the low-score ones included. By default
     repeated missing/extra/low rows of one label are one line ("99 queries: fire hydrant, missing
-    in the claim"), low rows are hidden and the table stops after MAX_ROWS lines."""
+    in the claim"), low rows (unpaired, not judged) are hidden and the table stops after MAX_ROWS
+    lines. The coverage (what was judged) is the caller's headline's; what was not judged is
+    listed here ("not judged: ...")."""
     if v.task == "image-classification":
         lines = _classification_table(v.rows) if v.rows else []
     else:
@@ -24,6 +26,7 @@ def format_verdict(v, all_rows=False):
         lines.append(f"  score formula: {v.score_formula['text']}")
     lines += [f"  problem: {p}" for p in v.problems]
     lines += [f"  note: {n}" for n in v.notes]
+    lines += [f"  not judged: {n}" for n in (v.coverage or {}).get("not_judged", ())]
     return lines
 
 
@@ -56,7 +59,7 @@ def _detection_table(rows, all_rows):
         lines.append(f"  ... and {n} more row(s) ({bad} line(s) not ok; --all-rows shows every row)")
     hidden = len(rows) - len(shown)
     if hidden:
-        lines.append(f"  ... and {hidden} low-score row(s) (below the threshold on both sides; --all-rows shows them)")
+        lines.append(f"  ... and {hidden} unjudged low-score row(s) (no partner in the reference; --all-rows shows them)")
     return lines
 
 

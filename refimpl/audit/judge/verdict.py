@@ -56,14 +56,17 @@ class Verdict:
 
     rows: one dict per compared item. Classification rows: rank, reference_label,
       reference_score, claimed_label, claimed_score, score_diff, ok. Detection rows: status
-      ("match", "missing", "extra", "low": a low-score pair or an unmatched low-score claim),
-      reference_index, claimed_index, label, reference_score, claimed_score, score_diff, iou,
-      corner_px, ok.
+      ("match": a claimed detection paired with a reference query and compared; "missing",
+      "extra"; "low": an unpaired low-score claim, not judged), reference_index, claimed_index,
+      label, reference_label, reference_score, claimed_score, score_diff, iou, corner_px, ok,
+      judged.
     signatures: names from SIGNATURES recognised in the claim; `details` explains each.
     problems: what disagrees beyond the tolerances (empty unless status is "disagree").
     notes: observations that are not problems (near ties, ordering, excused items).
     stats: counts and extremes (n_claimed, n_reference, matched, missing, extra, max_score_diff,
       min_iou, max_corner_px, spearman, labels_agree, boxes_agree, ...).
+    coverage: what was judged (`coverage.py`): {"claimed", "claimed_judged", "reference",
+      "reference_judged", "judged", "items", "not_judged": [why], "text"}.
     """
 
     model: str
@@ -80,17 +83,21 @@ class Verdict:
     tolerances: Tolerances = field(default_factory=Tolerances)
     wrong_image: str | None = None  # why the claim looks like another image's answer (with "disagree")
     score_formula: dict | None = None  # judge.formulas.explain_scores(): the formula behind changed scores
+    coverage: dict = field(default_factory=dict)  # what was judged of the claim and the reference (coverage.py)
 
     @property
     def word(self):
-        """The verdict in the shared vocabulary: AGREE, EXPLAINED, DISAGREE, WRONG IMAGE?, MALFORMED."""
+        """The verdict in the shared vocabulary: AGREE, EXPLAINED, DISAGREE, WRONG IMAGE?, INCOMPLETE,
+        MALFORMED."""
         from .vocabulary import word
 
         return word(self.status, self.wrong_image)
 
     def accepted(self, accept=()):
         """True if the claim agrees, or is explained entirely by signatures listed in `accept`
-        (names, or the presets "hosted" and "all")."""
+        (names, or the presets "hosted" and "all"). Never for INCOMPLETE or WRONG IMAGE?."""
+        if self.wrong_image:
+            return False
         if self.status == "agree":
             return True
         allowed = set()

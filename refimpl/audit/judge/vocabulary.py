@@ -6,7 +6,14 @@ for the same situation, and `--accept` decides only the exit code.
     DISAGREE      a different answer (the problems say how)
     WRONG IMAGE?  a different answer that looks like it belongs to another image (boxes far
                   outside this image, or nothing in common with the reference)
+    INCOMPLETE    nothing contradicts the reference, but too little of the claim was judged to say
+                  it agrees (the coverage says what was and was not compared, and why)
     MALFORMED     the claimed response cannot be compared (not JSON, not a result, breaks the schema)
+
+Exit codes: 0 AGREE (or EXPLAINED with every signature accepted), 1 DISAGREE, WRONG IMAGE? and
+EXPLAINED not accepted, 3 INCOMPLETE and MALFORMED (not judged, or not judged enough: the exit code
+certify gives an incomplete run), 2 (audit-dir) an image that could not be audited. `--accept`
+turns only EXPLAINED into 0, never INCOMPLETE or WRONG IMAGE?.
 
 `word(status, wrong_image)` gives the word, `headline(...)` the sentence after it, `exit_code(...)`
 the exit status, `group_rows(rows)` folds repeated detection rows into one line each.
@@ -17,6 +24,7 @@ WORDS = {
     "explained": "EXPLAINED",
     "disagree": "DISAGREE",
     "wrong_image": "WRONG IMAGE?",
+    "incomplete": "INCOMPLETE",
     "malformed": "MALFORMED",
     "no-claim": "NO CLAIM",
     "error": "ERROR",
@@ -27,17 +35,22 @@ MEANINGS = {
     "explained": "the same answer, reshaped by the named signature(s)",
     "disagree": "the reference gives a different answer",
     "wrong_image": "this response is probably for another image",
+    "incomplete": "too little of the claim was judged to give a verdict",
     "malformed": "the claimed response cannot be compared",
     "no-claim": "reference output recorded",
     "error": "the image could not be audited",
 }
 
 # exit status by word; EXPLAINED is 0 only when every signature is accepted (see exit_code)
-EXIT_CODES = {"agree": 0, "no-claim": 0, "explained": 1, "disagree": 1, "wrong_image": 1, "error": 2, "malformed": 3}
+EXIT_CODES = {"agree": 0, "no-claim": 0, "explained": 1, "disagree": 1, "wrong_image": 1, "error": 2, "malformed": 3,
+              "incomplete": 3}
+
+# the order of severity, worst first (a run's verdict is its worst image's word)
+SEVERITY = ("malformed", "wrong_image", "disagree", "incomplete", "explained", "agree")
 
 # how a detection row's status reads in a grouped line
 ROW_WORDS = {"missing": "missing in the claim", "extra": "extra in the claim (not in the reference)",
-             "low": "below the threshold on both sides or unpaired low score", "match": "matched"}
+             "low": "not judged (a low score with no partner in the reference)", "match": "matched"}
 
 
 def kind(status, wrong_image=None):
@@ -47,23 +60,26 @@ def kind(status, wrong_image=None):
 
 
 def word(status, wrong_image=None):
-    """"AGREE", "EXPLAINED", "DISAGREE", "WRONG IMAGE?", "MALFORMED" (or audit-dir's "NO CLAIM",
-    "ERROR")."""
+    """"AGREE", "EXPLAINED", "DISAGREE", "WRONG IMAGE?", "INCOMPLETE", "MALFORMED" (or audit-dir's
+    "NO CLAIM", "ERROR")."""
     return WORDS[kind(status, wrong_image)]
 
 
 def exit_code(status, accepted=False, wrong_image=None):
     """0 agree (or explained and accepted), 1 disagree / wrong image / explained but not accepted,
-    3 malformed (2: audit-dir's error)."""
-    if status == "explained":
+    3 incomplete or malformed (2: audit-dir's error). `accepted` counts only for EXPLAINED."""
+    if status == "explained" and not wrong_image:
         return 0 if accepted else 1
     return EXIT_CODES[kind(status, wrong_image)]
 
 
-def headline(status, accepted=False, signatures=(), wrong_image=None):
-    """"EXPLAINED: the same answer, reshaped by no_threshold, integer_rounding (accepted)"."""
+def headline(status, accepted=False, signatures=(), wrong_image=None, coverage=None):
+    """"EXPLAINED: the same answer, reshaped by no_threshold, integer_rounding (accepted)"; the
+    coverage text (`Verdict.coverage["text"]`) is added to AGREE, EXPLAINED and INCOMPLETE: a
+    verdict that something agrees always says how much of it was judged."""
     k = kind(status, wrong_image)
     text = f"{WORDS[k]}: {MEANINGS[k]}"
+    covered = (coverage or {}).get("text")
     if k == "explained":
         if signatures:
             text = f"{WORDS[k]}: the same answer, reshaped by {', '.join(signatures)}"
@@ -71,6 +87,8 @@ def headline(status, accepted=False, signatures=(), wrong_image=None):
                                                 f"{','.join(signatures) or 'SIGNATURE'} to accept)")
     elif k == "wrong_image":
         text += f" ({wrong_image})"
+    if covered and k in ("agree", "explained", "incomplete"):
+        text += f" [{covered}]"
     return text
 
 

@@ -19,7 +19,9 @@ that use them: refimpl's runtime never needs them (tests/test_architecture.py).
 Key maps and name maps ship in `maps/` as JSON (the syntax of `refimpl compare --map-file`).
 """
 
-from refimpl.errors import AdapterError
+import functools
+
+from refimpl.errors import AdapterError, RefimplError
 
 from .base import MAPS, Case, Result, apply_map, load_map, shipped_maps, to_nchw  # noqa: F401 (the package's API)
 
@@ -29,7 +31,43 @@ KINDS = ("onnx", "torchvision", "timm", "transformers", "torch", "cmd", "dump")
 def make(impl, spec, checkpoint, reference_names, map_file=None, layout="nchw"):
     """IMPL string -> adapter. spec: registry.ModelSpec; checkpoint: the loaded refimpl checkpoint
     (its folder feeds the peers); reference_names: the names refimpl records (so unmapped tensors
-    can be told from checkpoint names); map_file: a user name map (compare's --map-file syntax)."""
+    can be told from checkpoint names); map_file: a user name map (compare's --map-file syntax).
+
+    Whatever the other implementation raises - a `torch:` file that fails to import, a factory or
+    a forward that raises, a peer library missing - becomes one AdapterError naming IMPL and the
+    error (`refimpl certify` exit 2), never a traceback from someone else's code."""
+    try:
+        adapter = _make(impl, spec, checkpoint, reference_names, map_file, layout)
+    except RefimplError:
+        raise
+    except Exception as e:  # the implementation's own code, run while loading it
+        raise AdapterError(f"{impl}: loading it raised {_one_line(e)}") from e
+    adapter.run = _typed_errors(impl, adapter.run)
+    return adapter
+
+
+def _one_line(e):
+    """"ValueError: the message" on one line (the last line of a multi-line message)."""
+    lines = [x for x in str(e).strip().splitlines() if x.strip()]
+    return f"{type(e).__name__}: {lines[-1].strip() if lines else ''}".rstrip(": ")
+
+
+def _typed_errors(impl, run):
+    """adapter.run, with an exception from the implementation turned into an AdapterError."""
+
+    @functools.wraps(run)
+    def typed(case):
+        try:
+            return run(case)
+        except RefimplError:
+            raise
+        except Exception as e:
+            raise AdapterError(f"{impl}: running it on {case.name} raised {_one_line(e)}") from e
+
+    return typed
+
+
+def _make(impl, spec, checkpoint, reference_names, map_file=None, layout="nchw"):
     kind, sep, rest = impl.partition(":")
     if kind not in KINDS:
         raise AdapterError(f"IMPL {impl!r}: expected one of {', '.join(k + ':...' for k in KINDS)} "
