@@ -41,6 +41,17 @@ def add_model_argument(p, default=None, positional=False):
                        help=help_ + (f" (default {default})" if default else ""))
 
 
+def require_task(spec, task, command):
+    """`spec` itself if its task is `task`; else UnknownModelError naming the models that fit."""
+    from refimpl import registry
+    from refimpl.errors import UnknownModelError
+
+    if spec.task != task:
+        fitting = [m.name for m in registry.MODELS if m.task == task]
+        raise UnknownModelError(f"{command}: {spec.name} is an {spec.task} model; {command} takes {', '.join(fitting)}")
+    return spec
+
+
 def model_weights(items):
     """Repeated `--weights MODEL=DIR_OR_REPO` values -> {model's short name: source}; MODEL is any alias."""
     from refimpl import registry

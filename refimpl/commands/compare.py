@@ -94,7 +94,7 @@ def _isolate(args, model, report, rtol, atol):
     if report.first is None:
         return None
     if args.model.task == "image-classification":
-        names, hp = resnet.CLASSIFIER_NAMES, None
+        names, hp = model.backbone_names, None  # its architecture and names
     else:
         hp = detr.hparams(model.checkpoint.config)
         names = hp.backbone_names
