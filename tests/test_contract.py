@@ -39,7 +39,7 @@ def test_schemas_are_valid_json_schemas():
     jsonschema.Draft202012Validator.check_schema(schemas.INPUT_SCHEMA)
     for spec in registry.MODELS:
         jsonschema.Draft202012Validator.check_schema(spec.output_schema)
-    assert {spec.hosted_name for spec in registry.MODELS} == {RESNET, DETR}
+    assert {spec.hosted_name for spec in registry.HOSTED} == {RESNET, DETR}
     assert schemas.DETECTION_OUTPUT["items"]["properties"]["box"]["properties"].keys() == {
         "xmin", "ymin", "xmax", "ymax"}
 

@@ -135,6 +135,7 @@ def assert_fast_equals_reference(label, case, ref64, fast64, ref32, fast32):
             f"{label} float32 {name}: fast {ours:.2e} from the float64 reference, the reference's float32 {theirs:.2e}")
 
 
+@pytest.mark.slow  # the family checkpoints take ~45 s (classifiers) / ~160 s (DETRs) to synthesize
 @pytest.mark.parametrize("name", ["resnet-18", "resnet-101"])
 def test_fast_equals_the_reference_on_every_traced_tensor(classifiers, name):
     model64, model32 = classifiers[name]["float64"][0], classifiers[name]["float32"][0]
@@ -148,6 +149,7 @@ def test_fast_equals_the_reference_on_every_traced_tensor(classifiers, name):
     assert_fast_equals_reference(name, "random 2x67x91", *runs)
 
 
+@pytest.mark.slow  # the family checkpoints take ~45 s (classifiers) / ~160 s (DETRs) to synthesize
 def test_an_entry_refuses_another_members_checkpoint(family_dirs):
     with pytest.raises(CheckpointMismatchError, match=r"depths=\[3, 4, 23, 3\] \(the entry has \[2, 2, 2, 2\]\).*"
                                                       r"not resnet-18 but a resnet-101"):
@@ -198,6 +200,7 @@ def test_detr_member_every_layer_matches_transformers(detr_runs, detr_small_batc
     assert run32["trace"][last].shape[2:] == (-(-h // stride), -(-w // stride))  # "same" padding: ceil(H / stride)
 
 
+@pytest.mark.slow  # the family checkpoints take ~45 s (classifiers) / ~160 s (DETRs) to synthesize
 def test_dc5_in_either_layout_is_the_same_model(detr_family_dirs, detr_small_batch):
     """transformers' ResNet cannot dilate, so the transformers-layout DC5 is the timm checkpoint
     with its keys renamed by the walk: refimpl gives it exactly the same outputs, both paths."""
@@ -213,6 +216,7 @@ def test_dc5_in_either_layout_is_the_same_model(detr_family_dirs, detr_small_bat
             assert np.array_equal(out[k], a[k]), (path, k)  # the same numbers through the same code
 
 
+@pytest.mark.slow  # the family checkpoints take ~45 s (classifiers) / ~160 s (DETRs) to synthesize
 @pytest.mark.parametrize("key", [("detr-resnet-101", "transformers"), ("detr-resnet-50-dc5", "timm")],
                          ids=lambda k: "-".join(k))
 def test_detr_member_fast_equals_the_reference(detr_family_dirs, detr_small_batch, key):
