@@ -146,7 +146,7 @@ def test_the_reference_model_code_imports_nothing_of_the_fast_path():
     _, edges = graph()
     fast = {"refimpl.models.fast", "refimpl.models.fast_detr"}
     for m in ("refimpl.models.resnet", "refimpl.models.detr", "refimpl.models.ops"):
-        assert edges[m][0], m  # the graph sees their imports at all
+        assert m == "refimpl.models.ops" or "refimpl.models.ops" in edges[m][0], m  # the graph sees their imports
         assert not edges[m][0] & fast, f"{m} imports {sorted(edges[m][0] & fast)}"
 
 

@@ -102,7 +102,7 @@ class _DetrInputs:
         return tokens(pos).astype(self.dtype, copy=False)
 
     def memory(self):
-        name = f"model.encoder.layers.{self.hp.encoder_layers - 1}"
+        name = self.hp.encoder_layer_names[-1]
         return tokens(self.get(name, "the decoder's memory")).astype(self.dtype, copy=False)
 
     def query_pos(self, params, n):
@@ -155,8 +155,8 @@ VARIANTS = {
 
 
 def _encoder_unit(hp, i):
-    name = f"model.encoder.layers.{i}"
-    source = "model.input_projection" if i == 0 else f"model.encoder.layers.{i - 1}"
+    name = hp.encoder_layer_names[i]
+    source = "model.input_projection" if i == 0 else hp.encoder_layer_names[i - 1]
     head_dim = hp.d_model // hp.encoder_heads
 
     def run(p, x, ctx, variant=None):
@@ -172,8 +172,8 @@ def _encoder_unit(hp, i):
 
 
 def _decoder_unit(hp, i):
-    name = f"model.decoder.layers.{i}"
-    source = f"model.encoder.layers.{hp.encoder_layers - 1}" if i == 0 else f"model.decoder.layers.{i - 1}"
+    name = hp.decoder_layer_names[i]
+    source = hp.encoder_layer_names[-1] if i == 0 else hp.decoder_layer_names[i - 1]
     head_dim = hp.d_model // hp.decoder_heads
 
     def run(p, x, ctx, variant=None):
@@ -195,8 +195,8 @@ def _decoder_unit(hp, i):
 def detr_units(hp):
     """{tensor name: (input tensor name, f(params, x, inputs, variant=None) -> output, variants)} for
     DETR's input projection, transformer layers and heads, in data-flow order."""
-    last = f"model.decoder.layers.{hp.decoder_layers - 1}"
-    units = {"model.input_projection": (hp.backbone_names.stage(3), lambda p, x, ctx, variant=None: ops.conv2d(
+    last = hp.decoder_layer_names[-1]
+    units = {"model.input_projection": (hp.backbone_names.stage(len(hp.backbone.depths) - 1), lambda p, x, ctx, variant=None: ops.conv2d(
         x, p["model.input_projection.weight"], p["model.input_projection.bias"]), ())}
     units.update(_encoder_unit(hp, i) for i in range(hp.encoder_layers))
     units.update(_decoder_unit(hp, i) for i in range(hp.decoder_layers))

@@ -74,6 +74,15 @@ class HParams:
         """The backbone as a resnet.Backbone: its architecture and its checkpoint names."""
         return resnet.Backbone(BACKBONE_PREFIX, LAYOUTS[self.layout][0].scheme, self.backbone)
 
+    # The one walk over the transformer's layers: their checkpoint (and trace) names, in order.
+    @property
+    def encoder_layer_names(self):
+        return tuple(f"model.encoder.layers.{i}" for i in range(self.encoder_layers))
+
+    @property
+    def decoder_layer_names(self):
+        return tuple(f"model.decoder.layers.{i}" for i in range(self.decoder_layers))
+
     def architecture(self):
         """What makes two DETR checkpoints the same model: everything but the layout and the labels."""
         return dataclasses.replace(self, layout="", num_labels=0)
@@ -214,9 +223,9 @@ def decoder_layer(params, name, hp, tgt, query_pos, memory, pos, mask, trace=Non
 
 
 def encoder(params, hp, src, pos, mask, trace=None):
-    for i in range(hp.encoder_layers):
-        src = encoder_layer(params, f"model.encoder.layers.{i}", hp, src, pos, mask, trace)
-        record(trace, f"model.encoder.layers.{i}", src)
+    for name in hp.encoder_layer_names:
+        src = encoder_layer(params, name, hp, src, pos, mask, trace)
+        record(trace, name, src)
     return src
 
 
@@ -226,9 +235,9 @@ def decoder(params, hp, memory, pos, mask, trace=None):
     n = memory.shape[0]
     query_pos = np.broadcast_to(params["model.query_position_embeddings.weight"], (n, hp.num_queries, hp.d_model))
     tgt = np.zeros_like(query_pos)
-    for i in range(hp.decoder_layers):
-        tgt = decoder_layer(params, f"model.decoder.layers.{i}", hp, tgt, query_pos, memory, pos, mask, trace)
-        record(trace, f"model.decoder.layers.{i}", tgt)
+    for name in hp.decoder_layer_names:
+        tgt = decoder_layer(params, name, hp, tgt, query_pos, memory, pos, mask, trace)
+        record(trace, name, tgt)
     out = layer_norm(params, "model.decoder.layernorm", tgt)
     record(trace, "model.decoder.layernorm", out)
     return out
@@ -458,15 +467,13 @@ def expected_shapes(config):
     shapes["model.input_projection.weight"] = (d, hp.backbone.out_channels, 1, 1)
     shapes["model.input_projection.bias"] = (d,)
     shapes["model.query_position_embeddings.weight"] = (hp.num_queries, d)
-    for i in range(hp.encoder_layers):
-        name = f"model.encoder.layers.{i}"
+    for name in hp.encoder_layer_names:
         shapes.update(_attention_shapes(name + ".self_attn", d))
         shapes.update(_layer_norm_shapes(name + ".self_attn_layer_norm", d))
         shapes.update(_linear_shapes(name + ".fc1", d, hp.encoder_ffn_dim))
         shapes.update(_linear_shapes(name + ".fc2", hp.encoder_ffn_dim, d))
         shapes.update(_layer_norm_shapes(name + ".final_layer_norm", d))
-    for i in range(hp.decoder_layers):
-        name = f"model.decoder.layers.{i}"
+    for name in hp.decoder_layer_names:
         shapes.update(_attention_shapes(name + ".self_attn", d))
         shapes.update(_layer_norm_shapes(name + ".self_attn_layer_norm", d))
         shapes.update(_attention_shapes(name + ".encoder_attn", d))

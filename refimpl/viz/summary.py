@@ -212,8 +212,7 @@ def detr(height=800, width=1066, config=None):
     s = h * w  # the image becomes h*w tokens
     b.row("model.position_embedding", "sine position embedding", (d, h, w))
     b.conv("model.input_projection", (hp.backbone.out_channels, h, w))
-    for i in range(hp.encoder_layers):
-        n = f"model.encoder.layers.{i}"
+    for n in hp.encoder_layer_names:
         b.attention(n + ".self_attn", s, s, d, hp.encoder_heads)
         b.layer_norm(n + ".self_attn_layer_norm", (s, d))
         b.linear(n + ".fc1", s)
@@ -221,8 +220,7 @@ def detr(height=800, width=1066, config=None):
         b.layer_norm(n + ".final_layer_norm", (s, d))
     q = hp.num_queries
     b.layers.append(Layer("model.query_position_embeddings", "object queries", (q, d), _numel(shapes["model.query_position_embeddings.weight"])))
-    for i in range(hp.decoder_layers):
-        n = f"model.decoder.layers.{i}"
+    for n in hp.decoder_layer_names:
         b.attention(n + ".self_attn", q, q, d, hp.decoder_heads)
         b.layer_norm(n + ".self_attn_layer_norm", (q, d))
         b.attention(n + ".encoder_attn", q, s, d, hp.decoder_heads)
