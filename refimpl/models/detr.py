@@ -331,7 +331,7 @@ def _dilation(config):
 
 def _timm_arch(name, output_stride, dilation, where):
     """The Arch of a timm backbone named `name` with `output_stride` (None: the model's own)."""
-    if name not in resnet.TIMM_ARCHS:
+    if not isinstance(name, str) or name not in resnet.TIMM_ARCHS:
         _refuse(f"{where}backbone is {str(name)[:40]!r}")
     if output_stride not in (None, 16 if dilation else 32):
         _refuse(f"{where}output_stride is {str(output_stride)[:20]} but dilation is {str(dilation).lower()} "
