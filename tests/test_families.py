@@ -15,7 +15,7 @@ import report
 from hf_trace import hf_trace
 from refimpl import registry
 from refimpl.errors import CheckpointMismatchError, UnknownModelError
-from refimpl.models import detr, fast, resnet
+from refimpl.models import detr, resnet
 
 TOL = {"float32": 1e-5, "float64": 1e-12}
 

@@ -89,7 +89,7 @@ def _model(args):
 def _isolate(args, model, report, rtol, atol):
     """refimpl.conformance.isolate at the report's first divergence (None when nothing diverges)."""
     from refimpl.conformance.isolate import isolate
-    from refimpl.models import detr, resnet
+    from refimpl.models import detr
 
     if report.first is None:
         return None
