@@ -155,8 +155,8 @@ VARIANTS = {
 
 
 def _encoder_unit(hp, i):
-    name = hp.encoder_layer_names[i]
-    source = "model.input_projection" if i == 0 else hp.encoder_layer_names[i - 1]
+    name = f"model.encoder.layers.{i}"
+    source = "model.input_projection" if i == 0 else f"model.encoder.layers.{i - 1}"
     head_dim = hp.d_model // hp.encoder_heads
 
     def run(p, x, ctx, variant=None):
@@ -172,8 +172,8 @@ def _encoder_unit(hp, i):
 
 
 def _decoder_unit(hp, i):
-    name = hp.decoder_layer_names[i]
-    source = hp.encoder_layer_names[-1] if i == 0 else hp.decoder_layer_names[i - 1]
+    name = f"model.decoder.layers.{i}"
+    source = f"model.encoder.layers.{hp.encoder_layers - 1}" if i == 0 else f"model.decoder.layers.{i - 1}"
     head_dim = hp.d_model // hp.decoder_heads
 
     def run(p, x, ctx, variant=None):
