@@ -70,8 +70,8 @@ def add_weights_options(parser, what="the model's"):
         "--weights",
         metavar="DIR_OR_REPO",
         help=f"a folder holding model.safetensors, config.json and preprocessor_config.json, or a "
-        f"Hugging Face repo id (default: {what} environment variable REFIMPL_RESNET50_WEIGHTS / "
-        "REFIMPL_DETR_WEIGHTS, else the official repo)",
+        f"Hugging Face repo id (default: {what} environment variable, e.g. REFIMPL_RESNET50_WEIGHTS / "
+        "REFIMPL_DETR_WEIGHTS / REFIMPL_RESNET18_WEIGHTS (docs/models.md), else the official repo)",
     )
     parser.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) to pin (default: main)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="compute precision")
