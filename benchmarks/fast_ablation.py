@@ -14,7 +14,7 @@ Variants (each against "default", fast.py's defaults):
   "default" is split-2^17 and "one-thread" is today's default; the files say so.)
 - no-bands: every conv as one GEMM (fast.BAND_MIN_BYTES = infinity);
 - DETR only, reference-transformer: fast.py's backbone under detr.py's transformer
-  (detr.forward(path="fast")) instead of fast_detr.py: what fast_detr's attention savings and
+  (detr.forward(backbone=fast.backbone)) instead of fast_detr.py: what fast_detr's attention savings and
   `last_stage` are worth together.
 GEMM-shape experiments (the joint conv3+shortcut GEMM, bias in the GEMM, the transposed
 orientation for small-M GEMMs) are micro-benchmarks of the GEMMs alone: `--gemm`.
@@ -126,7 +126,7 @@ def detr_runner(checkpoint, height=800, width=1066):
 
     def run(variant):
         if variant == "reference-transformer":
-            return detr.forward(params, hp, x, None, None, "fast")["logits"]
+            return detr.forward(params, hp, x, None, None, fast.backbone)["logits"]
         return fast_detr.forward(params, hp, x)["logits"]
 
     return run

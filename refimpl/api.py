@@ -6,8 +6,10 @@
     >>> model("examples/cat.png")                    # top-5 [{"label", "score"}]
     >>> run("@cf/microsoft/resnet-50", open("examples/cat.png", "rb").read())  # the contract
 
-Weights come from `weights=` (a folder or a Hugging Face repo id), else the model's environment
-variable (REFIMPL_RESNET50_WEIGHTS, REFIMPL_DETR_WEIGHTS), else the official repo.
+Every registry entry loads the same way (`load("resnet-101")`, `load("detr-resnet-50-dc5")`, ...;
+docs/models.md). Weights come from `weights=` (a folder or a Hugging Face repo id), else the
+model's environment variable (REFIMPL_RESNET50_WEIGHTS, REFIMPL_DETR_WEIGHTS,
+REFIMPL_RESNET18_WEIGHTS, ...: `registry.get(name).weights_env`), else the official repo.
 """
 
 from refimpl.pipeline.loaded import image_array  # noqa: F401  (part of the API)

@@ -10,6 +10,7 @@ from refimpl.synth.resnet import build_resnet50
 # Fixtures that belong to one part of the suite live in their own modules, imported here so that
 # every test file can use them.
 from fixtures_detr import *  # noqa: E402,F401,F403
+from fixtures_families import *  # noqa: E402,F401,F403
 from fixtures_contract import *  # noqa: E402,F401,F403
 from fixtures_audit import weights  # noqa: E402,F401
 

@@ -142,6 +142,16 @@ def test_the_model_code_is_numpy_only():
             assert all(part(d) in ("models", "errors") for d in mine), (m, mine)
 
 
+def test_the_reference_model_code_imports_nothing_of_the_fast_path():
+    """resnet.py, detr.py and ops.py are the readable reference: which code computes an answer is
+    chosen where the model is loaded (refimpl/pipeline/loaded.py), never inside them."""
+    _, edges = graph()
+    fast = {"refimpl.models.fast", "refimpl.models.fast_detr"}
+    for m in ("refimpl.models.resnet", "refimpl.models.detr", "refimpl.models.ops"):
+        assert m == "refimpl.models.ops" or "refimpl.models.ops" in edges[m][0], m  # the graph sees their imports
+        assert not edges[m][0] & fast, f"{m} imports {sorted(edges[m][0] & fast)}"
+
+
 def test_the_runtime_never_imports_the_reference_stack():
     """torch, transformers, timm (and the test tools) are for tests, the benchmark's peers and the
     synthesized checkpoints only."""

@@ -39,7 +39,7 @@ def test_schemas_are_valid_json_schemas():
     jsonschema.Draft202012Validator.check_schema(schemas.INPUT_SCHEMA)
     for spec in registry.MODELS:
         jsonschema.Draft202012Validator.check_schema(spec.output_schema)
-    assert {spec.hosted_name for spec in registry.MODELS} == {RESNET, DETR}
+    assert {spec.hosted_name for spec in registry.HOSTED} == {RESNET, DETR}
     assert schemas.DETECTION_OUTPUT["items"]["properties"]["box"]["properties"].keys() == {
         "xmin", "ymin", "xmax", "ymax"}
 
@@ -189,7 +189,7 @@ def test_first_bad_element_is_named(small_png):
 
 
 def test_unknown_models():
-    for model in ("@cf/microsoft/resnet-101", "resnet-101", "", "@cf/facebook/detr-resnet-50 ", None, 50):
+    for model in ("@cf/microsoft/resnet-101", "resnet-26", "", "@cf/facebook/detr-resnet-50 ", None, 50):
         with pytest.raises(errors.UnknownModelError) as e:
             contract.run(model, b"x")
         assert e.value.status == 404 and e.value.code == 3042

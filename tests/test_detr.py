@@ -114,21 +114,47 @@ def _edit(config, path, value):
 
 
 REFUSED_CONFIGS = [
-    ("main", ("backbone",), "resnet101", "backbone is 'resnet101'"),
-    ("main", ("dilation",), True, "dilation"),
+    ("main", ("backbone",), "resnet26d", "backbone is 'resnet26d'"),
+    ("main", ("backbone",), "vgg16", "backbone is 'vgg16'"),
+    ("main", ("backbone_kwargs",), {"output_stride": 8}, "output_stride is 8"),
+    ("main", ("backbone_kwargs",), {"output_stride": 16}, "output_stride is 16 but dilation is false"),
     ("main", ("position_embedding_type",), "learned", "position_embedding_type"),
     ("main", ("activation_function",), "gelu", "activation_function"),
     ("main", ("use_timm_backbone",), False, "no backbone_config"),
     ("main", ("model_type",), "conditional_detr", "model_type"),
     ("main", ("d_model",), 250, "not divisible"),
     ("no_timm", ("use_timm_backbone",), True, "contradicts"),
-    ("no_timm", ("backbone_config", "depths"), [3, 4, 23, 3], "ResNet-50"),
-    ("no_timm", ("backbone_config", "layer_type"), "basic", "ResNet-50"),
+    ("no_timm", ("backbone_config", "layer_type"), "preactivation", "layer_type=preactivation"),
+    ("no_timm", ("backbone_config", "downsample_in_bottleneck"), True, "downsample_in_bottleneck"),
     ("no_timm", ("backbone_config", "out_features"), ["stage3"], "stage3"),
     ("no_timm", ("backbone_config", "model_type"), "convnext", "convnext"),
-    ("timm5", ("backbone_config", "backbone"), "resnet18", "resnet18"),
+    ("timm5", ("backbone_config", "backbone"), "resnet26d", "resnet26d"),
     ("timm5", ("backbone_config", "output_stride"), 16, "output_stride"),
+    ("timm5", ("dilation",), True, "output_stride"),  # transformers 5 would build it undilated
 ]
+
+# Family members (issue 20): other backbones and DC5 are read from the config, not refused.
+ACCEPTED_CONFIGS = [
+    ("main", ("backbone",), "resnet101", "resnet-101"),
+    ("main", ("backbone",), "resnet18", "resnet-18"),
+    ("main", ("dilation",), True, "resnet-50-dc5"),
+    ("no_timm", ("backbone_config", "depths"), [3, 4, 23, 3], "resnet-101"),
+    ("no_timm", ("dilation",), True, "resnet-50-dc5"),
+    ("timm5", ("backbone_config", "backbone"), "resnet152", "resnet-152"),
+]
+
+
+@pytest.mark.parametrize("base,path,value,arch", ACCEPTED_CONFIGS)
+def test_family_members_are_read_from_the_config(base, path, value, arch, detr_dirs):
+    configs = {
+        "main": official_main_config(),
+        "no_timm": json.loads((detr_dirs["transformers"] / "config.json").read_text()),
+        "timm5": json.loads((detr_dirs["timm"] / "config.json").read_text()),
+    }
+    hp = detr.hparams(_edit(configs[base], path, value))
+    assert hp.backbone.name == arch
+    shapes = detr.expected_shapes(_edit(configs[base], path, value))
+    assert shapes["model.input_projection.weight"] == (256, hp.backbone.out_channels, 1, 1)
 
 
 @pytest.mark.parametrize("base,path,value,message", REFUSED_CONFIGS)

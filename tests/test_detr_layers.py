@@ -81,9 +81,12 @@ def _dtype_of(args):
     return {"torch.float32": np.float32, "torch.float64": np.float64}[str(args["dtype"])]
 
 
-def compare_layers(model, run32, hf64, pixel_values, pixel_mask, label, case):
+def compare_layers(model, run32, hf64, pixel_values, pixel_mask, label, case, backbone_per_layer=True):
     """Run every comparison of the module docstring. run32: a detr_batch_runs entry (refimpl's and
-    transformers' float32 passes on these inputs). Returns {kind: {name: rel}}."""
+    transformers' float32 passes on these inputs). Returns {kind: {name: rel}}.
+    backbone_per_layer=False: the backbone's float32 tensors are held only to the float64 truth
+    (the end-to-end rule), not to transformers' float32 ones at 1e-5: a ResNet-101's ~100 convs
+    of float32 rounding reach ~1e-5 for transformers as much as for refimpl (tests/test_families.py)."""
     hp = model.hparams
     params32 = model.checkpoint.params
     params64 = {k: v.astype(np.float64) for k, v in params32.items()}
@@ -113,6 +116,8 @@ def compare_layers(model, run32, hf64, pixel_values, pixel_mask, label, case):
         args, ref = calls32[name]
         ours = rerun(params32, hp, name, args, ref.shape)
         if ours is None:  # the backbone: end to end
+            if not backbone_per_layer:
+                continue
             ours = trace32[name]
         if ref.dtype == bool:
             assert np.array_equal(ours, ref), name

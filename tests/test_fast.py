@@ -240,7 +240,7 @@ def test_fast_detr_transformer_equals_detr_py_on_every_traced_tensor(detr_params
     params, hp = detr_params[dtype]
     x, mask = _detr_inputs(dtype, padded)
     ref, ours = {}, {}
-    expect = detr.forward(params, hp, x, mask, ref, path="fast")
+    expect = detr.forward(params, hp, x, mask, ref, backbone=fast.backbone)
     got = fast_detr.forward(params, hp, x, mask, ours)
     assert list(ours) == list(ref)
     for name in ref:

@@ -32,7 +32,7 @@ def test_get_resolves_every_alias(spec, name):
 
 
 def test_unknown_models_are_typed_errors():
-    for bad in ("resnet-101", "", None, 50):
+    for bad in ("resnet-26", "", None, 50):
         with pytest.raises(UnknownModelError) as e:
             registry.get(bad)
         assert e.value.status == 404 and e.value.code == 3042
@@ -80,6 +80,25 @@ def test_every_command_parses_every_alias(spec, name, tmp_path):
     for command, argv in commands.items():
         args = parser.parse_args(argv)
         assert args.model is spec, command
+    # classify and detect take --model too (their task's models); summary also as --model M
+    task_command = "classify" if spec.task == "image-classification" else "detect"
+    assert parser.parse_args([task_command, str(EXAMPLES / "cat.png"), "--model", name]).model is spec
+    assert parser.parse_args(["summary", "--model", name]).model_option is spec
+
+
+def test_classify_and_detect_refuse_the_other_task(capsys):
+    image = str(EXAMPLES / "cat.png")
+    assert cli.main(["classify", image, "--model", "detr-resnet-101"]) == 2
+    assert "detr-resnet-101 is an object-detection model; classify takes resnet-18" in capsys.readouterr().err
+    assert cli.main(["detect", image, "--model", "resnet18"]) == 2
+    assert "detect takes detr-resnet-50, detr-resnet-101" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spec", registry.MODELS, ids=[s.name for s in registry.MODELS])
+def test_summary_of_every_entry_without_weights(spec, capsys):
+    assert cli.main(["summary", "--model", spec.name, "--json", "--size", "64", "96"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert table["model"] == spec.name and table["input_shape"] == [3, 64, 96]
 
 
 @pytest.mark.parametrize("spec,name", ALIASES, ids=[n for _, n in ALIASES])
@@ -96,6 +115,9 @@ def test_serve_and_bench_resolve_every_alias(spec, name, monkeypatch):
     assert seen["serve"]["preload"] == [spec.hosted_name] and seen["serve"]["weights"] == {spec.name: "/w"}
     assert cli.main(["bench", "--models", name, "--weights", f"{name}=/w"]) == 0
     assert seen["bench"] == ([spec.name], {spec.name: "/w"})
+    seen.clear()
+    assert cli.main(["bench", "--model", name]) == 0  # --model: --models' other spelling
+    assert seen["bench"] == ([spec.name], {})
 
 
 def test_summary_takes_the_hosted_name(capsys):

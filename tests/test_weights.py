@@ -128,10 +128,20 @@ def test_bad_json_is_named(copy_dir):
 
 
 def test_other_architecture_config_is_refused(copy_dir):
+    """A config.json of another family member beside ResNet-50's weights: the strict check names the
+    first tensor that disagrees; loading it as resnet-50 names the field that differs."""
+    from refimpl import registry
+
     config = json.loads((copy_dir / "config.json").read_text())
     config["depths"] = [2, 2, 2, 2]
     (copy_dir / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointMismatchError, match=r"depths=\[2, 2, 2, 2\]"):
+    with pytest.raises(CheckpointMismatchError, match=r"unexpected key 'resnet\.encoder\.stages\.0\.layers\.2\."):
+        load(copy_dir)
+    with pytest.raises(CheckpointMismatchError, match=r"depths=\[2, 2, 2, 2\] \(the entry has \[3, 4, 6, 3\]\)"):
+        registry.load("resnet-50", copy_dir)
+    config["layer_type"] = "preactivation"
+    (copy_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointMismatchError, match="layer_type=preactivation"):
         load(copy_dir)
 
 

@@ -19,14 +19,15 @@ def register(sub):
                        description=__doc__, epilog="peers: " + "; ".join(f"{k}: {v}" for k, v in PEER_DOC.items()) + ". " + DOC_JSON)
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.add_argument("--repeat", type=int, default=10, help="timed runs per peer after warm-up (default 10; onnx-reference at most 3)")
-    p.add_argument("--models", default="resnet-50,detr-resnet-50", help=f"comma-separated model names (any alias), of {', '.join(MODELS)}")
-    p.add_argument("--batch", default="1,8", help="ResNet-50 batch sizes (default 1,8; DETR runs batch 1)")
+    p.add_argument("--models", "--model", dest="models", default="resnet-50,detr-resnet-50",
+                   help=f"comma-separated model names (any alias), of {', '.join(MODELS)}")
+    p.add_argument("--batch", default="1,8", help="classifier batch sizes (default 1,8; DETR runs batch 1)")
     p.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, of {', '.join(PEERS)}")
     p.add_argument("--threads", type=int, default=None, help="threads for every peer (default: the CPU count)")
     p.add_argument("--weights", action="append", default=[], metavar="MODEL=DIR",
                    help="checkpoint folder for a model, e.g. resnet-50=weights/resnet-50 (repeatable; "
                         "default: a synthesized checkpoint, built by refimpl.synth)")
-    p.add_argument("--size", type=int, default=224, help="ResNet-50 input size (default 224)")
+    p.add_argument("--size", type=int, default=224, help="classifier input size (default 224)")
     p.add_argument("--detr-size", default="800x1066", help="DETR input HxW (default 800x1066)")
     p.add_argument("--gap", type=float, default=None, help="idle seconds before each timed run, so that other "
                    "peers' spinning worker threads have gone to sleep (default 0.25)")

@@ -41,6 +41,17 @@ def add_model_argument(p, default=None, positional=False):
                        help=help_ + (f" (default {default})" if default else ""))
 
 
+def require_task(spec, task, command):
+    """`spec` itself if its task is `task`; else UnknownModelError naming the models that fit."""
+    from refimpl import registry
+    from refimpl.errors import UnknownModelError
+
+    if spec.task != task:
+        fitting = [m.name for m in registry.MODELS if m.task == task]
+        raise UnknownModelError(f"{command}: {spec.name} is an {spec.task} model; {command} takes {', '.join(fitting)}")
+    return spec
+
+
 def model_weights(items):
     """Repeated `--weights MODEL=DIR_OR_REPO` values -> {model's short name: source}; MODEL is any alias."""
     from refimpl import registry
@@ -59,8 +70,8 @@ def add_weights_options(parser, what="the model's"):
         "--weights",
         metavar="DIR_OR_REPO",
         help=f"a folder holding model.safetensors, config.json and preprocessor_config.json, or a "
-        f"Hugging Face repo id (default: {what} environment variable REFIMPL_RESNET50_WEIGHTS / "
-        "REFIMPL_DETR_WEIGHTS, else the official repo)",
+        f"Hugging Face repo id (default: {what} environment variable, e.g. REFIMPL_RESNET50_WEIGHTS / "
+        "REFIMPL_DETR_WEIGHTS / REFIMPL_RESNET18_WEIGHTS (docs/models.md), else the official repo)",
     )
     parser.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) to pin (default: main)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="compute precision")

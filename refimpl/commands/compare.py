@@ -89,12 +89,12 @@ def _model(args):
 def _isolate(args, model, report, rtol, atol):
     """refimpl.conformance.isolate at the report's first divergence (None when nothing diverges)."""
     from refimpl.conformance.isolate import isolate
-    from refimpl.models import detr, resnet
+    from refimpl.models import detr
 
     if report.first is None:
         return None
     if args.model.task == "image-classification":
-        names, hp = resnet.CLASSIFIER_NAMES, None
+        names, hp = model.backbone_names, None  # its architecture and names
     else:
         hp = detr.hparams(model.checkpoint.config)
         names = hp.backbone_names

@@ -6,12 +6,13 @@ score, integer corners (--wrap-uint16: negative corners wrapped to unsigned 16-b
 
 import argparse
 
-from .common import add_path_option, add_weights_options, print_json, threshold_type
+from .common import add_model_argument, add_path_option, add_weights_options, print_json, require_task, threshold_type
 
 
 def register(sub):
-    p = sub.add_parser("detect", help="detect objects with DETR-ResNet-50 (prints JSON)", description=__doc__)
+    p = sub.add_parser("detect", help="detect objects with a DETR (DETR-ResNet-50 by default; prints JSON)", description=__doc__)
     p.add_argument("image", help="image file (JPEG, PNG, WebP, GIF, BMP, TIFF)")
+    add_model_argument(p, default="detr-resnet-50")
     add_weights_options(p)
     add_path_option(p, "fast")
     p.add_argument("--threshold", type=threshold_type, default=argparse.SUPPRESS, metavar="T|none",
@@ -34,7 +35,8 @@ def run(args):
     from refimpl.pipeline.loaded import image_array
 
     image = image_array(args.image)  # a bad image fails before 160 MB of weights are read
-    model = registry.load("detr-resnet-50", args.weights, args.revision, args.dtype, args.path)
+    spec = require_task(args.model, "object-detection", "detect")
+    model = registry.load(spec, args.weights, args.revision, args.dtype, args.path)
     detections, options = model.predict(image, shape=args.shape, threshold=getattr(args, "threshold", "auto"), wrap_uint16=args.wrap_uint16)
     print_json(detections)
     if args.attention:

@@ -53,7 +53,7 @@ def run(args):
 
     preload = []
     for name in args.preload:
-        preload += [s.hosted_name for s in registry.MODELS] if name == "all" else [registry.get(name).hosted_name]
+        preload += [s.hosted_name for s in registry.HOSTED] if name == "all" else [registry.get(name).hosted_name]
     weights = model_weights(args.weights)
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
     if not 0 < args.request_timeout < float("inf"):

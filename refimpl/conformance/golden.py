@@ -238,19 +238,19 @@ def relu_outputs(model):
     stage output), and {"nonnegative": True} for the poolings of them (the max pool, the global
     average pool). A port's ReLU outputs are >= 0 exactly and their zeros are exact zeros: a
     negative value there is a missing or misplaced activation, whatever its size.
-    model: a loaded refimpl model (ResNet-50 or DETR)."""
+    model: a loaded refimpl model (a ResNet or a DETR); its backbone is walked by resnet.blocks."""
     from refimpl.models import resnet
 
-    hparams = getattr(model, "hparams", None)
-    names = hparams.backbone_names if hparams is not None else resnet.CLASSIFIER_NAMES
+    names = model.backbone_names
     relu = {"activation": "relu", "nonnegative": True}
     _, _, stem_out, pool_out = names.stem()
     out = {stem_out: relu, pool_out: {"nonnegative": True}}
     for block in resnet.blocks(names):
-        out.update({block.steps[0]: relu, block.steps[1]: relu, block.name: relu})
+        out.update({layer.out: relu for layer in block.layers if layer.relu})
+        out[block.name] = relu
         if block.last_in_stage:
             out[names.stage(block.stage)] = relu
-    if hparams is None:
+    if not hasattr(model, "hparams"):  # a classifier: its pooler too
         out["resnet.pooler"] = {"nonnegative": True}
     return out
 

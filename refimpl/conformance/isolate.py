@@ -14,9 +14,9 @@ compares the result with A's output of the layer:
     >>> verdict["verdict"], verdict["message"]
     ('layer wrong', 'this layer is wrong: ...')
 
-Layers that can be isolated (`layer_units(names)`): the ResNet backbone of either model, by the
-checkpoint's names (`resnet.CLASSIFIER_NAMES` for ResNet-50, `loaded.hparams.backbone_names` for
-DETR): the stem's conv+BN+ReLU and max pool, each bottleneck block, and each of its three steps.
+Layers that can be isolated (`layer_units(names)`): the ResNet backbone of any model, walked by
+resnet.blocks over the model's resnet.Backbone (`loaded.backbone_names`: its architecture and
+checkpoint names): the stem's conv+BN+ReLU and max pool, each residual block, and each of its steps.
 With DETR's hparams (`hp=`, `detr_units(hp)`), also DETR's input projection, every encoder and
 decoder layer, the decoder's final layer norm and the heads (`class_labels_classifier`,
 `bbox_predictor`, `pred_boxes`). Other tensors raise IsolateError, saying which can.
@@ -48,21 +48,21 @@ class IsolateError(RefimplError):
     status, code = 400, 5004
 
 
-def layer_units(names, depths=resnet.DEPTHS):
-    """{tensor name: (input tensor name, f(params, x) -> output)} for every layer of a ResNet
-    backbone named by `names` (a resnet.ResNetNames), in data-flow order."""
+def layer_units(names):
+    """{tensor name: (input tensor name, f(params, x) -> output)} for every layer of the ResNet
+    backbone `names` (a resnet.Backbone), in data-flow order."""
     conv, norm, stem_out, pool_out = names.stem()
     units = {
         stem_out: ("pixel_values", lambda p, x: ops.relu(resnet.conv_bn(p, conv, norm, x, stride=2, padding=3))),
         pool_out: (stem_out, lambda p, x: ops.max_pool2d(x, kernel=3, stride=2, padding=1)),
     }
     previous = pool_out
-    for block in resnet.blocks(names, depths):
-        units[block.steps[0]] = (previous, lambda p, x, b=block: ops.relu(resnet.conv_bn(p, b.convs[0], b.norms[0], x)))
-        units[block.steps[1]] = (block.steps[0], lambda p, x, b=block: ops.relu(
-            resnet.conv_bn(p, b.convs[1], b.norms[1], x, stride=b.stride, padding=1)))
-        units[block.steps[2]] = (block.steps[1], lambda p, x, b=block: resnet.conv_bn(p, b.convs[2], b.norms[2], x))
-        units[block.name] = (previous, lambda p, x, b=block: resnet.bottleneck(p, b, x))
+    for block in resnet.blocks(names):
+        source = previous
+        for layer in block.layers:
+            units[layer.out] = (source, lambda p, x, layer=layer: resnet.step(p, layer, x))
+            source = layer.out
+        units[block.name] = (previous, lambda p, x, b=block: resnet.residual_block(p, b, x))
         previous = block.name
     return units
 
@@ -105,7 +105,7 @@ class _DetrInputs:
         return tokens(pos).astype(self.dtype, copy=False)
 
     def memory(self):
-        name = f"model.encoder.layers.{self.hp.encoder_layers - 1}"
+        name = self.hp.encoder_layer_names[-1]
         return tokens(self.get(name, "the decoder's memory")).astype(self.dtype, copy=False)
 
     def query_pos(self, params, n):
@@ -162,8 +162,8 @@ def _decoder_unit(hp, i):
 def detr_units(hp):
     """{tensor name: (input tensor name, f(params, x, inputs, variant=None) -> output, variants)} for
     DETR's input projection, transformer layers and heads, in data-flow order."""
-    last = f"model.decoder.layers.{hp.decoder_layers - 1}"
-    units = {"model.input_projection": (hp.backbone_names.stage(3), lambda p, x, ctx, variant=None: ops.conv2d(
+    last = hp.decoder_layer_names[-1]
+    units = {"model.input_projection": (hp.backbone_names.stage(len(hp.backbone.depths) - 1), lambda p, x, ctx, variant=None: ops.conv2d(
         x, p["model.input_projection.weight"], p["model.input_projection.bias"]), ())}
     units.update(_encoder_unit(hp, i) for i in range(hp.encoder_layers))
     units.update(_decoder_unit(hp, i) for i in range(hp.decoder_layers))
@@ -197,8 +197,8 @@ def isolate(trace_a, trace_b, name, params, names, rtol=DEFAULT_RTOL, atol=DEFAU
     "input_vs_b": measure of A's input against B's}.
 
     trace_a, trace_b: {tensor name: array} (compare's dumps, names already mapped). params: the
-    checkpoint's parameters refimpl loaded (`loaded.checkpoint.params`). names: the backbone's
-    resnet.ResNetNames. hp: DETR's detr.HParams, to isolate its transformer and heads too. Arrays
+    checkpoint's parameters refimpl loaded (`loaded.checkpoint.params`). names: the model's
+    resnet.Backbone (`loaded.backbone_names`). hp: DETR's detr.HParams, to isolate its transformer and heads too. Arrays
     are compared in float64, as compare does.
 
     When the layer is wrong and has variants (DETR's transformer layers), also "variant": the

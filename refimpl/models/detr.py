@@ -1,8 +1,10 @@
-"""DETR-ResNet-50 (Carion et al., 2020, "End-to-End Object Detection with Transformers") as plain
-functions over a params mapping whose keys are the checkpoint's (`facebook/detr-resnet-50`).
+"""DETR (Carion et al., 2020, "End-to-End Object Detection with Transformers") with a ResNet
+backbone, as plain functions over a params mapping whose keys are the checkpoint's
+(`facebook/detr-resnet-50`, `-101`, `-50-dc5`, `-101-dc5`).
 
     pixel_values (N, 3, H, W), pixel_mask (N, H, W)
-      -> ResNet-50 backbone (frozen BN, resnet.py)    layer4 features (N, 2048, H/32, W/32)
+      -> ResNet backbone (frozen BN, resnet.py)       layer4 features (N, 2048, H/32, W/32)
+                                                       (H/16, W/16 with DC5: the last stage dilated)
          + the pixel mask, down-sampled to that grid   mask (N, h, w), True on real pixels
       -> input_projection (1x1 conv)                   (N, 256, h, w) -> tokens (N, h*w, 256)
       -> sine position embedding of the mask           (N, h*w, 256)
@@ -16,27 +18,33 @@ one function `attention`. As in DETR, positions are added to queries and keys, n
 and padded pixels are never attended to.
 
 Two checkpoint layouts exist and differ only in the backbone's names (`LAYOUTS`): the hub's `main`
-revision holds a timm ResNet-50, the `no_timm` revision a transformers ResNet. The layout is read
-from config.json (`layout`), and the strict key/shape check (`expected_shapes`) does the rest.
+revision holds a timm ResNet, the `no_timm` revision a transformers ResNet. The layout and the
+backbone's architecture (resnet.Arch: depth, block type, DC5 dilation) are read from config.json
+(`hparams`), and the strict key/shape check (`expected_shapes`) does the rest.
+
+This module never imports the fast path: which code computes the backbone is the caller's
+choice (`forward(..., backbone=...)`, resnet.backbone by default); a loaded DETR on the fast path
+runs fast_detr.forward (refimpl/pipeline/loaded.py decides).
 
 Trace names are the checkpoint's module paths (`model.encoder.layers.3`,
 `model.decoder.layers.5.encoder_attn.attn_weights`, `class_labels_classifier`, ...); see `forward`.
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from refimpl.models import check_path, fast, ops, record, resnet
+from refimpl.models import ops, record, resnet
 from refimpl.errors import CheckpointMismatchError, ConfigFileError
 
 BACKBONE_PREFIX = "model.backbone.conv_encoder.model."
 
-# layout -> (how the backbone's names are spelled, which hub revision ships it)
+# layout -> (how the backbone's names are spelled (ResNet-50's backbone), which hub revision ships it)
 LAYOUTS = {
-    "timm": (resnet.ResNetNames(BACKBONE_PREFIX, "timm"), "main"),
-    "transformers": (resnet.ResNetNames(BACKBONE_PREFIX, "transformers"), "no_timm"),
+    "timm": (resnet.Backbone(BACKBONE_PREFIX, "timm"), "main"),
+    "transformers": (resnet.Backbone(BACKBONE_PREFIX, "transformers"), "no_timm"),
 }
 
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which DETR uses everywhere
@@ -50,6 +58,7 @@ class HParams:
     """The architecture numbers, read from config.json (the defaults are DETR-ResNet-50's)."""
 
     layout: str
+    backbone: resnet.Arch = resnet.RESNET50  # the backbone's architecture (depths, block type, DC5 dilation)
     d_model: int = 256
     encoder_layers: int = 6
     decoder_layers: int = 6
@@ -62,7 +71,21 @@ class HParams:
 
     @property
     def backbone_names(self):
-        return LAYOUTS[self.layout][0]
+        """The backbone as a resnet.Backbone: its architecture and its checkpoint names."""
+        return resnet.Backbone(BACKBONE_PREFIX, LAYOUTS[self.layout][0].scheme, self.backbone)
+
+    # The one walk over the transformer's layers: their checkpoint (and trace) names, in order.
+    @property
+    def encoder_layer_names(self):
+        return tuple(f"model.encoder.layers.{i}" for i in range(self.encoder_layers))
+
+    @property
+    def decoder_layer_names(self):
+        return tuple(f"model.decoder.layers.{i}" for i in range(self.decoder_layers))
+
+    def architecture(self):
+        """What makes two DETR checkpoints the same model: everything but the layout and the labels."""
+        return dataclasses.replace(self, layout="", num_labels=0)
 
 
 # --- the backbone -------------------------------------------------------------------------------
@@ -88,13 +111,11 @@ def downsample_mask(pixel_mask, size):
     return pixel_mask[:, rows][:, :, cols] != 0
 
 
-BACKBONES = {"reference": resnet.backbone, "fast": fast.backbone}  # by path (refimpl.models.PATHS)
-
-
-def conv_encoder(params, hp, pixel_values, pixel_mask, trace=None, path="reference"):
-    """ResNet-50 (frozen BN) -> (layer4 features (N, 2048, h, w), mask (N, h, w) bool).
-    path: "reference" runs resnet.py's backbone, "fast" fast.py's (the same function, BN folded)."""
-    features = BACKBONES[check_path(path)](params, hp.backbone_names, pixel_values, trace)[-1]
+def conv_encoder(params, hp, pixel_values, pixel_mask, trace=None, backbone=resnet.backbone):
+    """The ResNet (frozen BN) -> (last stage's features (N, C, h, w), mask (N, h, w) bool).
+    backbone: the function computing the stages, resnet.backbone (the reference) unless the
+    caller passes another with its signature (fast.backbone: the same function, BN folded)."""
+    features = backbone(params, hp.backbone_names, pixel_values, trace)[-1]
     mask = downsample_mask(pixel_mask, features.shape[-2:])
     record(trace, "model.backbone.conv_encoder.mask", mask)
     return features, mask
@@ -202,9 +223,9 @@ def decoder_layer(params, name, hp, tgt, query_pos, memory, pos, mask, trace=Non
 
 
 def encoder(params, hp, src, pos, mask, trace=None):
-    for i in range(hp.encoder_layers):
-        src = encoder_layer(params, f"model.encoder.layers.{i}", hp, src, pos, mask, trace)
-        record(trace, f"model.encoder.layers.{i}", src)
+    for name in hp.encoder_layer_names:
+        src = encoder_layer(params, name, hp, src, pos, mask, trace)
+        record(trace, name, src)
     return src
 
 
@@ -214,9 +235,9 @@ def decoder(params, hp, memory, pos, mask, trace=None):
     n = memory.shape[0]
     query_pos = np.broadcast_to(params["model.query_position_embeddings.weight"], (n, hp.num_queries, hp.d_model))
     tgt = np.zeros_like(query_pos)
-    for i in range(hp.decoder_layers):
-        tgt = decoder_layer(params, f"model.decoder.layers.{i}", hp, tgt, query_pos, memory, pos, mask, trace)
-        record(trace, f"model.decoder.layers.{i}", tgt)
+    for name in hp.decoder_layer_names:
+        tgt = decoder_layer(params, name, hp, tgt, query_pos, memory, pos, mask, trace)
+        record(trace, name, tgt)
     out = layer_norm(params, "model.decoder.layernorm", tgt)
     record(trace, "model.decoder.layernorm", out)
     return out
@@ -235,7 +256,7 @@ def bbox_predictor(params, x, num_layers=3):
 
 # --- the whole model ----------------------------------------------------------------------------
 
-def forward(params, hp, pixel_values, pixel_mask=None, trace=None, path="reference"):
+def forward(params, hp, pixel_values, pixel_mask=None, trace=None, backbone=resnet.backbone):
     """DetrForObjectDetection.
 
     pixel_values: (N, 3, H, W); pixel_mask: (N, H, W), 1 on real pixels, 0 on padding (None: no
@@ -254,18 +275,24 @@ def forward(params, hp, pixel_values, pixel_mask=None, trace=None, path="referen
       (N, heads, Q, h*w); `model.decoder.layernorm` (N, Q, D);
       `class_labels_classifier` (= logits), `bbox_predictor` (before the sigmoid), `pred_boxes`.
 
-    path: which code computes the backbone, "reference" (resnet.py) or "fast" (fast.py); the
-    transformer and the heads are this module's code either way. A loaded DETR on the fast path
-    runs fast_detr.forward instead; path="fast" here exists so that fast_detr's transformer can be
-    held against this one on the same backbone (tests/test_fast.py).
+    backbone: which code computes the backbone's stages: resnet.backbone (the reference, default)
+    or a function with its signature; the transformer and the heads are this module's code either
+    way. A loaded DETR on the fast path runs fast_detr.forward instead; passing fast.backbone here
+    holds fast_detr's transformer against this one on the same backbone (tests/test_fast.py).
+    ("reference", the older spelling, means resnet.backbone.)
     """
+    if isinstance(backbone, str):
+        if backbone != "reference":
+            raise ValueError(f"detr.forward computes the reference; for path {backbone!r} pass its backbone "
+                             "function (fast.backbone) or run fast_detr.forward")
+        backbone = resnet.backbone
     dtype = pixel_values.dtype.type
     if pixel_mask is None:
         pixel_mask = np.ones((pixel_values.shape[0],) + pixel_values.shape[2:], dtype=np.int64)
     record(trace, "pixel_values", pixel_values)
     record(trace, "pixel_mask", pixel_mask)
 
-    features, mask = conv_encoder(params, hp, pixel_values, pixel_mask, trace, path)
+    features, mask = conv_encoder(params, hp, pixel_values, pixel_mask, trace, backbone)
     pos = sine_position_embedding(mask, hp.d_model // 2, dtype)
     record(trace, "model.position_embedding", pos)
     projected = ops.conv2d(features, params["model.input_projection.weight"], params["model.input_projection.bias"])
@@ -290,52 +317,84 @@ def forward(params, hp, pixel_values, pixel_mask=None, trace=None, path="referen
 
 # --- config and the checkpoint's expected layout ------------------------------------------------
 
-def layout(config):
-    """Which backbone layout a DETR config.json describes: "timm" (hub revision `main`) or
-    "transformers" (revision `no_timm`). Anything else is refused with CheckpointMismatchError."""
-    def refuse(why):
-        raise CheckpointMismatchError(f"config.json: {why}; refimpl implements DETR-ResNet-50 "
-                                      "(timm resnet50 backbone, or the transformers ResNet-50 backbone)")
+def _refuse(why):
+    raise CheckpointMismatchError(f"config.json: {why}; refimpl implements DETR with a ResNet backbone (timm "
+                                  f"{'/'.join(resnet.TIMM_ARCHS)}, or transformers' ResNet), DC5 or not")
 
+
+def _dilation(config):
+    dilation = config.get("dilation", False)
+    if not isinstance(dilation, bool):
+        raise ConfigFileError(f"config.json: 'dilation' must be true or false, got {str(dilation)[:40]}")
+    return dilation
+
+
+def _timm_arch(name, output_stride, dilation, where):
+    """The Arch of a timm backbone named `name` with `output_stride` (None: the model's own)."""
+    if not isinstance(name, str) or name not in resnet.TIMM_ARCHS:
+        _refuse(f"{where}backbone is {str(name)[:40]!r}")
+    if output_stride not in (None, 16 if dilation else 32):
+        _refuse(f"{where}output_stride is {str(output_stride)[:20]} but dilation is {str(dilation).lower()} "
+                f"(DC5 is output_stride 16, the plain backbone 32)")
+    if dilation and output_stride is None and where:
+        # transformers 5 builds the timm backbone from backbone_config alone: without output_stride 16
+        # it is not dilated, whatever `dilation` says.
+        _refuse("dilation is true but backbone_config.output_stride is missing (transformers would build the "
+                "backbone undilated)")
+    return dataclasses.replace(resnet.TIMM_ARCHS[name], dilation=dilation)
+
+
+def read_backbone(config):
+    """(layout, resnet.Arch) of a DETR config.json: the layout is "timm" (hub revision `main`) or
+    "transformers" (revision `no_timm`); the Arch has the backbone's depths, widths, block type and
+    DC5 dilation (`dilation: true`: the last stage's stride replaced by dilation 2, as timm's
+    output_stride=16). Anything else is refused with CheckpointMismatchError naming the field."""
     if not isinstance(config, dict):
         raise ConfigFileError(f"config.json must be a JSON object, got {type(config).__name__}")
     if config.get("model_type", "detr") != "detr":
-        refuse(f"model_type is {config.get('model_type')!r}, not 'detr'")
-    if config.get("dilation", False):
-        refuse("dilation=true (the DC5 variant)")
+        _refuse(f"model_type is {config.get('model_type')!r}, not 'detr'")
+    dilation = _dilation(config)
     use_timm = config.get("use_timm_backbone")
     backbone_config = config.get("backbone_config")
     if backbone_config is None:
-        # The official `main` config: no backbone_config, use_timm_backbone (default true) and
-        # the timm model name in `backbone`.
+        # The official `main` configs: no backbone_config, use_timm_backbone (default true) and
+        # the timm model name in `backbone`; older files may carry timm's arguments in backbone_kwargs.
         if use_timm is False:
-            refuse("use_timm_backbone=false but no backbone_config")
-        if config.get("backbone", "resnet50") != "resnet50":
-            refuse(f"backbone is {config.get('backbone')!r}")
-        return "timm"
+            _refuse("use_timm_backbone=false but no backbone_config")
+        kwargs = config.get("backbone_kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise ConfigFileError("config.json: 'backbone_kwargs' must be an object")
+        return "timm", _timm_arch(config.get("backbone", "resnet50"), kwargs.get("output_stride"), dilation, "")
     if not isinstance(backbone_config, dict):
-        refuse("backbone_config is not an object")
+        _refuse("backbone_config is not an object")
     kind = backbone_config.get("model_type")
     if kind == "timm_backbone":  # what transformers 5 writes for the timm backbone
         if use_timm is False:
-            refuse("use_timm_backbone=false contradicts a timm backbone_config")
-        if backbone_config.get("backbone", "resnet50") != "resnet50":
-            refuse(f"backbone_config.backbone is {backbone_config.get('backbone')!r}")
-        if backbone_config.get("output_stride") not in (None, 32):
-            refuse(f"backbone_config.output_stride is {backbone_config.get('output_stride')!r}")
-        return "timm"
-    if kind == "resnet":  # the `no_timm` revision: transformers' own ResNet
+            _refuse("use_timm_backbone=false contradicts a timm backbone_config")
+        return "timm", _timm_arch(backbone_config.get("backbone", "resnet50"), backbone_config.get("output_stride"),
+                                  dilation, "backbone_config.")
+    if kind == "resnet":  # the `no_timm` revisions: transformers' own ResNet
         if use_timm is True:
-            refuse("use_timm_backbone=true contradicts a transformers ResNet backbone_config")
-        resnet.check_config(backbone_config)
+            _refuse("use_timm_backbone=true contradicts a transformers ResNet backbone_config")
+        # transformers' ResNet has no dilation of its own; refimpl follows `dilation` (DC5) as timm
+        # does (docs/models.md: transformers ignores it for this layout).
+        a = resnet.arch(backbone_config, dilation)
         out_features = backbone_config.get("out_features")
         if out_features is not None and not (isinstance(out_features, list)
                                              and all(isinstance(f, str) for f in out_features)):
             raise ConfigFileError("config.json: 'backbone_config.out_features' must be a list of stage names")
-        if out_features and out_features[-1] != "stage4":
-            refuse(f"the backbone's last output is {out_features[-1]!r}, DETR reads 'stage4'")
-        return "transformers"
-    refuse(f"backbone_config.model_type is {kind!r}")
+        last = f"stage{len(a.depths)}"
+        if out_features and out_features[-1] != last:
+            _refuse(f"the backbone's last output is {out_features[-1]!r}, DETR reads its last stage {last!r}")
+        return "transformers", a
+    _refuse(f"backbone_config.model_type is {kind!r}")
+
+
+def layout(config):
+    """Which backbone layout a DETR config.json describes: "timm" (hub revision `main`) or
+    "transformers" (revision `no_timm`). Anything refimpl does not compute is refused with
+    CheckpointMismatchError."""
+    return read_backbone(config)[0]
 
 
 # Bounds on config.json's sizes (far above DETR-ResNet-50's): a hostile config cannot make the
@@ -365,8 +424,10 @@ def hparams(config):
     for key, value in wanted.items():
         if config.get(key, value) != value:
             raise CheckpointMismatchError(f"config.json: {key}={config[key]!r}, refimpl's DETR implements {key}={value!r}")
+    layout_, arch = read_backbone(config)
     hp = HParams(
-        layout=layout(config),
+        layout=layout_,
+        backbone=arch,
         d_model=_int_field(config, "d_model"),
         encoder_layers=_int_field(config, "encoder_layers"),
         decoder_layers=_int_field(config, "decoder_layers"),
@@ -403,18 +464,16 @@ def expected_shapes(config):
     hp = hparams(config)
     d = hp.d_model
     shapes = resnet.backbone_shapes(hp.backbone_names)
-    shapes["model.input_projection.weight"] = (d, resnet.WIDTHS[-1], 1, 1)
+    shapes["model.input_projection.weight"] = (d, hp.backbone.out_channels, 1, 1)
     shapes["model.input_projection.bias"] = (d,)
     shapes["model.query_position_embeddings.weight"] = (hp.num_queries, d)
-    for i in range(hp.encoder_layers):
-        name = f"model.encoder.layers.{i}"
+    for name in hp.encoder_layer_names:
         shapes.update(_attention_shapes(name + ".self_attn", d))
         shapes.update(_layer_norm_shapes(name + ".self_attn_layer_norm", d))
         shapes.update(_linear_shapes(name + ".fc1", d, hp.encoder_ffn_dim))
         shapes.update(_linear_shapes(name + ".fc2", hp.encoder_ffn_dim, d))
         shapes.update(_layer_norm_shapes(name + ".final_layer_norm", d))
-    for i in range(hp.decoder_layers):
-        name = f"model.decoder.layers.{i}"
+    for name in hp.decoder_layer_names:
         shapes.update(_attention_shapes(name + ".self_attn", d))
         shapes.update(_layer_norm_shapes(name + ".self_attn_layer_norm", d))
         shapes.update(_attention_shapes(name + ".encoder_attn", d))

@@ -1,4 +1,4 @@
-"""The fast ResNet-50 forward: the same network as resnet.py, computed with fewer and cheaper passes.
+"""The fast ResNet forward (every family member): the same network as resnet.py, computed with fewer and cheaper passes.
 
 resnet.py is the reference: one op per line, NCHW, batch norm after every conv. This module
 computes the same function and is checked against it tensor by tensor (tests/test_fast.py). What
@@ -45,7 +45,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from refimpl.models import ops
-from refimpl.models.resnet import BN_EPS, CLASSIFIER_NAMES, DEPTHS, blocks
+from refimpl.models.resnet import BN_EPS, CLASSIFIER_NAMES, blocks
 
 # --- layouts ------------------------------------------------------------------------------------
 #
@@ -90,11 +90,12 @@ class NHWC:
         return a.shape[3]
 
     @staticmethod
-    def windows(xp, k, stride, ho, wo):
+    def windows(xp, k, stride, ho, wo, dilation=1):
         """Window view of the padded input (no copy), shaped as the column matrix's rows."""
         n, _, _, c = xp.shape
         s_n, s_h, s_w, s_c = xp.strides
-        view = as_strided(xp, (n, ho, wo, k, k, c), (s_n, s_h * stride, s_w * stride, s_h, s_w, s_c), writeable=False)
+        view = as_strided(xp, (n, ho, wo, k, k, c), (s_n, s_h * stride, s_w * stride, s_h * dilation, s_w * dilation, s_c),
+                          writeable=False)
         return view, (n * ho * wo, k * k * c)
 
     @staticmethod
@@ -137,13 +138,14 @@ class Conv:
     stride: int
     pad: int
     c_out: int
+    dilation: int = 1
 
 
 @dataclass
 class BlockPlan:
     names: object  # resnet.Block: trace names and geometry
     stride: int
-    convs: tuple  # three Conv
+    convs: tuple  # its Conv steps: two (basic block) or three (bottleneck)
     shortcut: Conv | None
     out_bias: np.ndarray  # conv3's bias (+ the shortcut's): added once after the residual sum
     pad_role: str  # the reused zero-bordered buffer of its 3x3 conv
@@ -161,36 +163,42 @@ class Plan:
     stages: list  # of lists of BlockPlan
 
 
-def _fold(params, conv, norm, layout, dtype, stride=1, pad=0):
+def _fold(params, conv, norm, layout, dtype, stride=1, pad=0, dilation=1):
     w = params[conv + ".weight"]
     w2, b2 = fold_conv_bn(w, *(params[f"{norm}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")))
-    return Conv(layout.weight_matrix(w2.astype(dtype)), layout.bias(b2.astype(dtype)), w.shape[2], stride, pad, w.shape[0])
+    return Conv(layout.weight_matrix(w2.astype(dtype)), layout.bias(b2.astype(dtype)), w.shape[2], stride, pad, w.shape[0],
+                dilation)
 
 
-def build_plan(params, names, depths=DEPTHS, dtype=np.float32, layout=DEFAULT_LAYOUT):
-    """Fold every BN of the backbone named by `names` into its conv. No caching: see `plan`."""
+def _fold_step(params, layer, layout, dtype):
+    """A resnet.Conv step, folded."""
+    return _fold(params, layer.conv, layer.norm, layout, dtype, layer.stride, layer.padding, layer.dilation)
+
+
+def build_plan(params, names, dtype=np.float32, layout=DEFAULT_LAYOUT):
+    """Fold every BN of the backbone `names` (a resnet.Backbone) into its conv. No caching: see `plan`."""
     lay = LAYOUTS[layout] if isinstance(layout, str) else layout
     dtype = np.dtype(dtype)
     conv, norm, _, _ = names.stem()
     stem = _fold(params, conv, norm, lay, dtype, stride=2, pad=3)
-    stages = [[] for _ in depths]
-    for block in blocks(names, depths):
-        c1 = _fold(params, block.convs[0], block.norms[0], lay, dtype)
-        c2 = _fold(params, block.convs[1], block.norms[1], lay, dtype, stride=block.stride, pad=1)
-        c3 = _fold(params, block.convs[2], block.norms[2], lay, dtype)
-        sc = None if block.shortcut is None else _fold(params, *block.shortcut, lay, dtype, stride=block.stride)
-        out_bias = c3.b if sc is None else c3.b + sc.b
+    stages = [[] for _ in names.arch.depths]
+    for block in blocks(names):
+        convs = tuple(_fold_step(params, layer, lay, dtype) for layer in block.layers)
+        sc = None if block.projection is None else _fold_step(params, block.projection, lay, dtype)
+        out_bias = convs[-1].b if sc is None else convs[-1].b + sc.b
         # Two padded buffers serve all stages (a stage's first block has its own shape);
         # the border is re-zeroed when the shape changes, which costs little.
         pad_role = "padded first" if block.index == 0 else "padded rest"
-        # conv3(t) + shortcut(x) = [t | x'] @ [W3; Ws] (x' = x subsampled): one GEMM with
-        # K = C_mid + C_in instead of two GEMMs and an add (stage 1's two K=64 GEMMs become one K=128).
-        joint = None if sc is None else np.ascontiguousarray(np.concatenate([c3.w, sc.w], axis=0))
-        stages[block.stage].append(BlockPlan(block, block.stride, (c1, c2, c3), sc, out_bias, pad_role, joint))
+        # A bottleneck's conv3(t) + shortcut(x) = [t | x'] @ [W3; Ws] (x' = x subsampled): one GEMM
+        # with K = C_mid + C_in instead of two GEMMs and an add (stage 1's two K=64 GEMMs become one K=128).
+        joint = None
+        if sc is not None and block.kind == "bottleneck":
+            joint = np.ascontiguousarray(np.concatenate([convs[-1].w, sc.w], axis=0))
+        stages[block.stage].append(BlockPlan(block, block.stride, convs, sc, out_bias, pad_role, joint))
     return Plan(lay, dtype, names, stem, stages)
 
 
-# The cache: one Plan per (params mapping, names, depths, dtype, layout). An entry is valid while
+# The cache: one Plan per (params mapping, backbone, dtype, layout). An entry is valid while
 # the params mapping holds the very arrays it was folded from (checked by identity on each call,
 # ~30 us); it is dropped when the stem weight array is garbage-collected. Arrays changed in place
 # are not detected: call clear_cache() after editing weights in place.
@@ -198,10 +206,10 @@ _PLANS = {}
 _PLANS_LOCK = threading.Lock()
 
 
-def _source_keys(names, depths):
+def _source_keys(names):
     conv, norm, _, _ = names.stem()
     pairs = [(conv, norm)]
-    for block in blocks(names, depths):
+    for block in blocks(names):
         pairs += list(zip(block.convs, block.norms))
         if block.shortcut is not None:
             pairs.append(block.shortcut)
@@ -211,17 +219,17 @@ def _source_keys(names, depths):
     return keys
 
 
-def plan(params, names, depths=DEPTHS, dtype=np.float32, layout=DEFAULT_LAYOUT):
-    """The folded backbone for `params`, built on first use and cached (see `_PLANS`)."""
-    depths = tuple(depths)
-    key = (id(params), names, depths, np.dtype(dtype).str, layout if isinstance(layout, str) else layout.name)
+def plan(params, names, dtype=np.float32, layout=DEFAULT_LAYOUT):
+    """The folded backbone `names` (a resnet.Backbone: architecture and checkpoint names) for
+    `params`, built on first use and cached (see `_PLANS`)."""
+    key = (id(params), names, np.dtype(dtype).str, layout if isinstance(layout, str) else layout.name)
     entry = _PLANS.get(key)
     if entry is not None:
         keys, refs, cached = entry
         if all(params.get(k) is r() for k, r in zip(keys, refs)):
             return cached
-    keys = _source_keys(names, depths)
-    built = build_plan(params, names, depths, dtype, layout)
+    keys = _source_keys(names)
+    built = build_plan(params, names, dtype, layout)
     with _PLANS_LOCK:
         _PLANS[key] = (keys, [weakref.ref(params[k]) for k in keys], built)
     weakref.finalize(params[keys[0]], _PLANS.pop, key, None)
@@ -421,8 +429,8 @@ def conv(layout, ws, c, x, n, h, w, out):
     """Conv `c` (BN folded, no bias added yet) of the activation `x` ((n, C, h, w) in `layout`;
     for a padded conv, `x` is the whole zero-bordered buffer), into `out`: a reused buffer's
     role name, or an array. Returns (output matrix, ho, wo)."""
-    ho = ops.conv_output_size(h, c.k, c.stride, c.pad)
-    wo = ops.conv_output_size(w, c.k, c.stride, c.pad)
+    ho = ops.conv_output_size(h, c.k, c.stride, c.pad, c.dilation)
+    wo = ops.conv_output_size(w, c.k, c.stride, c.pad, c.dilation)
     dtype = x.dtype
     if c.k == 1 and c.stride == 1:
         cols = layout.matrix(x)
@@ -430,7 +438,7 @@ def conv(layout, ws, c, x, n, h, w, out):
         sub = subsample(layout, x, c.stride, ws.get("subsample", layout.shape(n, layout.channels(x), ho, wo), dtype))
         cols = layout.matrix(sub)
     else:
-        view, shape = layout.windows(x, c.k, c.stride, ho, wo)
+        view, shape = layout.windows(x, c.k, c.stride, ho, wo, c.dilation)
         if shape[0] * shape[1] * dtype.itemsize > BAND_MIN_BYTES:
             if isinstance(out, str):
                 out = layout.matrix(ws.get(out, layout.shape(n, c.c_out, ho, wo), dtype))
@@ -503,9 +511,45 @@ def _max_pool_3x3(out, windows):
                 np.maximum(out, windows[:, :, :, i, j], out=out)
 
 
+def residual_block(p, ws, bp, x, n, h, w, out, trace=None):
+    """One block, basic or bottleneck. x: (n, C_in, h, w) in the layout -> (output, ho, wo), the
+    output written into `out` (a fresh array, or the role name of a reused buffer that does not hold `x`)."""
+    if bp.names.kind == "basic":
+        return basic(p, ws, bp, x, n, h, w, out, trace)
+    return bottleneck(p, ws, bp, x, n, h, w, out, trace)
+
+
+def basic(p, ws, bp, x, n, h, w, out, trace=None):
+    """A basic block (ResNet-18/34): x copied into a zero-bordered buffer for the first 3x3 conv,
+    its bias and ReLU written into the second 3x3 conv's zero-bordered input, then the second
+    conv into `out`, the shortcut (identity, or its 1x1 conv), the bias and ReLU in place."""
+    lay, dt = p.layout, p.dtype
+    c1, c2 = bp.convs
+    names = bp.names
+    xp, inner = ws.padded("padded in", lay, n, lay.channels(x), h, w, c1.pad, dt)
+    split(np.copyto, inner, x)
+    t, ho, wo = conv(lay, ws, c1, xp, n, h, w, "t1")
+    tp, inner = ws.padded(bp.pad_role, lay, n, c1.c_out, ho, wo, c2.pad, dt)
+    split(lambda t, out: _bias_relu(t, c1.b, out), _as_4d(lay, t, n, c1.c_out, ho, wo), inner)
+    _record(trace, names.steps[0], lay, inner)
+    y, _, _ = conv(lay, ws, c2, tp, n, ho, wo, out if isinstance(out, str) else lay.matrix(out))
+    if trace is not None:
+        _record(trace, names.steps[1], lay, _as_4d(lay, y + c2.b, n, c2.c_out, ho, wo))
+    y = _as_4d(lay, y, n, c2.c_out, ho, wo)
+    if bp.shortcut is None:
+        shortcut = x
+    else:
+        s, _, _ = conv(lay, ws, bp.shortcut, x, n, h, w, "shortcut")
+        shortcut = _as_4d(lay, s, n, bp.shortcut.c_out, ho, wo)
+        if trace is not None:
+            _record(trace, names.shortcut_out, lay, shortcut + bp.shortcut.b)
+    split(lambda y, s: _residual_bias_relu(y, s, bp.out_bias), y, shortcut)
+    return y, ho, wo
+
+
 def bottleneck(p, ws, bp, x, n, h, w, out, trace=None):
-    """One block. x: (n, C_in, h, w) in the layout -> (output, ho, wo), the output written into
-    `out` (a fresh array, or the role name of a reused buffer that does not hold `x`)."""
+    """A bottleneck block. x: (n, C_in, h, w) in the layout -> (output, ho, wo), the output written
+    into `out` (a fresh array, or the role name of a reused buffer that does not hold `x`)."""
     lay, dt = p.layout, p.dtype
     c1, c2, c3 = bp.convs
     names = bp.names
@@ -539,8 +583,8 @@ def _bottleneck_joint(p, ws, bp, x, xp, n, h, w, out, trace=None):
     _, c2, c3 = bp.convs
     names = bp.names
     c_mid, c_in = c2.c_out, lay.channels(x)
-    ho = ops.conv_output_size(h, c2.k, c2.stride, c2.pad)
-    wo = ops.conv_output_size(w, c2.k, c2.stride, c2.pad)
+    ho = ops.conv_output_size(h, c2.k, c2.stride, c2.pad, c2.dilation)
+    wo = ops.conv_output_size(w, c2.k, c2.stride, c2.pad, c2.dilation)
     joint = ws.get("joint", lay.shape(n, c_mid + c_in, ho, wo), dt)
     t, xs = lay.channel_range(joint, 0, c_mid), lay.channel_range(joint, c_mid, c_mid + c_in)
     conv(lay, ws, c2, xp, n, h, w, lay.matrix(joint)[:, :c_mid])  # BLAS writes the strided columns
@@ -560,7 +604,7 @@ def _bottleneck_joint(p, ws, bp, x, xp, n, h, w, out, trace=None):
 
 
 def run(p, x, trace=None, keep_stages=True):
-    """x: (N, 3, H, W) NCHW. Returns the four stage outputs in the layout: fresh arrays if
+    """x: (N, 3, H, W) NCHW. Returns the stage outputs in the layout: fresh arrays if
     `keep_stages`, else the last one only, in a reused buffer (valid until the next call)."""
     ws = _WORKSPACE
     n = x.shape[0]
@@ -570,12 +614,11 @@ def run(p, x, trace=None, keep_stages=True):
     for s, stage in enumerate(p.stages):
         for i, bp in enumerate(stage):
             if i == len(stage) - 1 and keep_stages:
-                ho = ops.conv_output_size(h, 3, bp.stride, 1)
-                wo = ops.conv_output_size(w, 3, bp.stride, 1)
-                out, role = np.empty(p.layout.shape(n, bp.convs[2].c_out, ho, wo), p.dtype), None
+                ho, wo = (h - 1) // bp.stride + 1, (w - 1) // bp.stride + 1  # "same" padding: the stride decides
+                out, role = np.empty(p.layout.shape(n, bp.convs[-1].c_out, ho, wo), p.dtype), None
             else:  # ping-pong between two reused buffers: a block never writes over its input
                 out = role = "block_b" if role == "block_a" else "block_a"
-            a, h, w = bottleneck(p, ws, bp, a, n, h, w, out, trace)
+            a, h, w = residual_block(p, ws, bp, a, n, h, w, out, trace)
             _record(trace, bp.names.name, p.layout, a)
         _record(trace, p.names.stage(s), p.layout, a)
         if keep_stages:
@@ -583,34 +626,34 @@ def run(p, x, trace=None, keep_stages=True):
     return features if keep_stages else [a]
 
 
-def backbone(params, names, x, trace=None, depths=DEPTHS, layout=DEFAULT_LAYOUT):
-    """As resnet.backbone: (N, 3, H, W) -> the four stage outputs, NCHW-shaped (N, C, h, w).
+def backbone(params, names, x, trace=None, layout=DEFAULT_LAYOUT):
+    """As resnet.backbone: (N, 3, H, W) -> the stage outputs, NCHW-shaped (N, C, h, w).
 
     They are NCHW *views* (a transpose) of fresh arrays in the fast layout: no copy, nothing
     shared with a later call; np.ascontiguousarray() them if C order matters."""
-    p = plan(params, names, depths, compute_dtype(params, names, x), layout)
+    p = plan(params, names, compute_dtype(params, names, x), layout)
     return [a.transpose(p.layout.inverse) for a in run(p, x, trace)]
 
 
-def last_stage(params, names, x, trace=None, depths=DEPTHS, layout=DEFAULT_LAYOUT):
+def last_stage(params, names, x, trace=None, layout=DEFAULT_LAYOUT):
     """resnet.backbone(...)[-1], NCHW-shaped (a transposed view), for a caller that consumes it
     at once (DETR's input projection): it lives in a reused buffer, valid until this thread's
     next forward, and the earlier stages' outputs are never allocated (at 800x1066 that is about
     100 MB of fresh, page-faulting memory per image that `backbone` returns). The same values,
     bit for bit, as backbone(...)[-1]; the trace records every stage as `backbone` does."""
-    p = plan(params, names, depths, compute_dtype(params, names, x), layout)
+    p = plan(params, names, compute_dtype(params, names, x), layout)
     (last,) = run(p, x, trace, keep_stages=False)
     return last.transpose(p.layout.inverse)
 
 
-def classify(params, pixel_values, trace=None, layout=DEFAULT_LAYOUT):
-    """As resnet.classify: ResNetForImageClassification, (N, 3, H, W) -> logits (N, num_labels)."""
-    names = CLASSIFIER_NAMES
-    p = plan(params, names, DEPTHS, compute_dtype(params, names, pixel_values), layout)
+def classify(params, pixel_values, trace=None, layout=DEFAULT_LAYOUT, names=CLASSIFIER_NAMES):
+    """As resnet.classify: ResNetForImageClassification, (N, 3, H, W) -> logits (N, num_labels).
+    names: the classifier's resnet.Backbone (ResNet-50's by default)."""
+    p = plan(params, names, compute_dtype(params, names, pixel_values), layout)
     if trace is not None:
         trace["pixel_values"] = pixel_values
     (last,) = run(p, pixel_values, trace, keep_stages=False)
-    pooled = p.layout.global_avg_pool(last)  # (N, 2048)
+    pooled = p.layout.global_avg_pool(last)  # (N, C)
     if trace is not None:
         trace["resnet.pooler"] = np.array(pooled.reshape(*pooled.shape, 1, 1), order="C", copy=True)
     w, b = params["classifier.1.weight"], params["classifier.1.bias"]

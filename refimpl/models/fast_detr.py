@@ -23,7 +23,7 @@ order (tests/test_registry.py and tests/test_fast.py hold it to the reference on
 The difference from the reference is rounding only (the scale multiplies before the matmul
 instead of after): about 1e-7 relative in float32, 1e-16 in float64.
 
-    >>> outputs = fast_detr.forward(params, hp, pixel_values, pixel_mask)   # = detr.forward(..., path="fast")
+    >>> outputs = fast_detr.forward(params, hp, pixel_values, pixel_mask)   # = detr.forward(..., backbone=fast.backbone)
 """
 
 import numpy as np
@@ -32,7 +32,7 @@ from refimpl.models import detr, fast, ops, record
 
 
 def conv_encoder(params, hp, pixel_values, pixel_mask, trace=None):
-    """As detr.conv_encoder(..., path="fast") -> (layer4 features (N, 2048, h, w), mask (N, h, w)
+    """As detr.conv_encoder(..., backbone=fast.backbone) -> (last stage's features (N, C, h, w), mask (N, h, w)
     bool), the features in fast.py's reused buffer (`fast.last_stage`): they are consumed by the
     input projection before anything else runs the backbone on this thread."""
     features = fast.last_stage(params, hp.backbone_names, pixel_values, trace)
@@ -110,9 +110,9 @@ def decoder_layer(params, name, hp, tgt, query_pos, memory, memory_pos, mask, tr
 
 
 def encoder(params, hp, src, pos, mask, trace=None):
-    for i in range(hp.encoder_layers):
-        src = encoder_layer(params, f"model.encoder.layers.{i}", hp, src, pos, mask, trace)
-        record(trace, f"model.encoder.layers.{i}", src)
+    for name in hp.encoder_layer_names:
+        src = encoder_layer(params, name, hp, src, pos, mask, trace)
+        record(trace, name, src)
     return src
 
 
@@ -123,16 +123,16 @@ def decoder(params, hp, memory, pos, mask, trace=None):
     query_pos = np.broadcast_to(params["model.query_position_embeddings.weight"], (n, hp.num_queries, hp.d_model))
     tgt = np.zeros_like(query_pos)
     memory_pos = memory + pos
-    for i in range(hp.decoder_layers):
-        tgt = decoder_layer(params, f"model.decoder.layers.{i}", hp, tgt, query_pos, memory, memory_pos, mask, trace)
-        record(trace, f"model.decoder.layers.{i}", tgt)
+    for name in hp.decoder_layer_names:
+        tgt = decoder_layer(params, name, hp, tgt, query_pos, memory, memory_pos, mask, trace)
+        record(trace, name, tgt)
     out = detr.layer_norm(params, "model.decoder.layernorm", tgt)
     record(trace, "model.decoder.layernorm", out)
     return out
 
 
 def forward(params, hp, pixel_values, pixel_mask=None, trace=None):
-    """As detr.forward(..., path="fast"): the same inputs, outputs and trace names, in the same
+    """As detr.forward(..., backbone=fast.backbone): the same inputs, outputs and trace names, in the same
     order. pixel_values (N, 3, H, W), pixel_mask (N, H, W) or None ->
     {"logits": (N, Q, num_labels + 1), "pred_boxes": (N, Q, 4)}."""
     dtype = pixel_values.dtype.type

@@ -186,9 +186,8 @@ def synthesize(model, folder):
     except ImportError as e:
         raise Skip("no --weights given and transformers is not installed to synthesize a checkpoint "
                    "(pip install -e '.[test]')") from e
-    module, _, function = spec.synthesize.partition(":")
-    build = getattr(importlib.import_module(module), function)
-    return build(folder) if spec.task == "image-classification" else build(folder, "timm")
+    # the registry entry says how (its `synthesize` and `config`): any entry, no per-model code here
+    return importlib.import_module("refimpl.synth").synthesize(spec, folder)
 
 
 # --- peers --------------------------------------------------------------------------------------

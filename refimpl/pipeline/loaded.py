@@ -9,14 +9,17 @@
     >>> model.postprocess(logits[0], top_k=5)
     >>> output, options = model.predict(image, trace)   # the whole pipeline, every step traced
 
-`path` says which code computes the answer: "reference" (refimpl/models/resnet.py, one op per
-line) or "fast" (refimpl/models/fast.py, BN folded, NHWC). It is fixed when the model is loaded
+`path` says which code computes the answer: "reference" (refimpl/models/resnet.py and detr.py, one
+op per line) or "fast" (refimpl/models/fast.py and fast_detr.py, BN folded, NHWC): the choice is
+made here, in `forward`, and nowhere in the model code. It is fixed when the model is loaded
 and visible on the object (`model.path`); `model.with_path("reference")` gives the same weights on
 the other path. A trace records what the chosen path computed, and recording changes no bit of
 the answer: `predict(image, trace={})` returns exactly what `predict(image)` returns.
 
-Loading by model name (which weights, which environment variable) is the registry's job
-(refimpl/registry.py); the classes here load from an explicit folder or repo id.
+Loading by model name (which weights, which environment variable, which architecture the
+checkpoint must describe) is the registry's job (refimpl/registry.py); the classes here load from
+an explicit folder or repo id and read the architecture from its config.json. One class per
+family: `ResNet` (every microsoft/resnet-*), `DETR` (every facebook/detr-resnet-*).
 """
 
 import dataclasses
@@ -53,6 +56,31 @@ def image_array(image):
     raise TypeError(f"image must be bytes, a path or an (H, W, 3) uint8 array, got {type(image).__name__}")
 
 
+def expecting(cls, expect):
+    """cls.expected_shapes, after checking that config.json describes the architecture `expect`
+    = (registry entry name, cls.architecture(entry's config)) when given: a checkpoint of another
+    family member is refused by name before its weights are read."""
+    if expect is None:
+        return cls.expected_shapes
+
+    def shapes(config):
+        name, wanted = expect
+        found = cls.architecture(config)
+        if found != wanted:
+            diffs = [f"{k}={_show(getattr(found, k))} (the entry has {_show(getattr(wanted, k))})"
+                     for k in found.__dataclass_fields__ if getattr(found, k) != getattr(wanted, k)]
+            raise CheckpointMismatchError(f"config.json: {', '.join(diffs)}: this checkpoint is not {name} but a "
+                                          f"{cls.describe(found)}; load it under that model's name")
+        return cls.expected_shapes(config)
+    return shapes
+
+
+def _show(value):
+    if dataclasses.is_dataclass(value):
+        return value.name if hasattr(value, "name") else repr(value)
+    return repr(list(value) if isinstance(value, tuple) else value)
+
+
 def check_preprocessor(checkpoint, check):
     """Run `check` (a preprocess.check_*_config) on the checkpoint's preprocessor_config.json at
     load time: a config refimpl cannot follow is a weights problem (ConfigFileError, 5007), named
@@ -85,21 +113,37 @@ class LoadedModel:
 
 
 @dataclass(frozen=True)
-class ResNet50(LoadedModel):
-    """microsoft/resnet-50: image in, top-k [{"label", "score"}] out."""
+class ResNet(LoadedModel):
+    """microsoft/resnet-18, -34, -50, -101, -152 (any ResNet config.json describes): image in,
+    top-k [{"label", "score"}] out."""
 
     output_options = staticmethod(postprocess.classification_options)
     expected_shapes = staticmethod(resnet.classifier_shapes)  # config.json -> {key: shape}
+    architecture = staticmethod(resnet.check_config)  # config.json -> resnet.Arch
+
+    @staticmethod
+    def describe(arch):
+        return arch.name
 
     @classmethod
-    def load(cls, source, revision="main", dtype="float32", path=DEFAULT_PATH):
+    def load(cls, source, revision="main", dtype="float32", path=DEFAULT_PATH, expect=None):
+        """expect: (registry name, resnet.Arch) the checkpoint must describe (see `expecting`)."""
         dtype = as_dtype(dtype)
-        checkpoint = check_preprocessor(load_checkpoint(source, cls.expected_shapes, revision, dtype),
+        checkpoint = check_preprocessor(load_checkpoint(source, expecting(cls, expect), revision, dtype),
                                         preprocess.check_classification_config)
         model = cls(checkpoint, dtype, check_path(path))
         if path == "fast":
-            fast.plan(model.checkpoint.params, resnet.CLASSIFIER_NAMES, dtype=dtype)  # fold BN once, now
+            fast.plan(model.checkpoint.params, model.backbone_names, dtype=dtype)  # fold BN once, now
         return model
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "arch", resnet.check_config(self.checkpoint.config))  # read once
+
+    @property
+    def backbone_names(self):
+        """The backbone as a resnet.Backbone: its architecture and checkpoint names."""
+        return resnet.classifier_backbone(self.arch)
 
     def preprocess(self, images):
         """List of (H, W, 3) uint8 images -> pixel_values (N, 3, 224, 224)."""
@@ -108,8 +152,10 @@ class ResNet50(LoadedModel):
     def forward(self, pixel_values, trace=None):
         """pixel_values (N, 3, H, W) -> logits (N, num_labels), computed by `self.path`.
         `trace`, a dict, receives every named intermediate."""
-        classify = fast.classify if self.path == "fast" else resnet.classify
-        return classify(self.checkpoint.params, pixel_values.astype(self.dtype, copy=False), trace)
+        x = pixel_values.astype(self.dtype, copy=False)
+        if self.path == "fast":
+            return fast.classify(self.checkpoint.params, x, trace, names=self.backbone_names)
+        return resnet.classify(self.checkpoint.params, x, trace, names=self.backbone_names)
 
     def postprocess(self, logits, top_k=5, labels="seed"):
         """logits (num_labels,) -> [{"label", "score"}], best first."""
@@ -127,7 +173,8 @@ class ResNet50(LoadedModel):
 
 @dataclass(frozen=True)
 class DETR(LoadedModel):
-    """facebook/detr-resnet-50 (either layout): image in, [{"score", "label", "box"}] out.
+    """facebook/detr-resnet-50, -101, -50-dc5, -101-dc5 (either layout): image in,
+    [{"score", "label", "box"}] out.
 
         >>> model = refimpl.load("detr-resnet-50", "path/to/folder-or-repo-id", revision="no_timm")
         >>> model("examples/street.jpg")                 # detections with score > 0.5
@@ -139,13 +186,22 @@ class DETR(LoadedModel):
     output_options = staticmethod(postprocess.detection_options)
     expected_shapes = staticmethod(detr.expected_shapes)  # config.json -> {key: shape}, either layout
 
+    @staticmethod
+    def architecture(config):
+        """config.json -> what makes the model (detr.HParams without layout and labels)."""
+        return detr.hparams(config).architecture()
+
+    @staticmethod
+    def describe(hp):
+        return "detr-" + hp.backbone.name
+
     @classmethod
-    def load(cls, source, revision="main", dtype="float32", path=DEFAULT_PATH):
-        """Revision `main` (timm backbone) or `no_timm` (transformers backbone); the layout is read
-        from config.json."""
+    def load(cls, source, revision="main", dtype="float32", path=DEFAULT_PATH, expect=None):
+        """Revision `main` (timm backbone) or `no_timm` (transformers backbone); the layout and the
+        backbone are read from config.json. expect: as ResNet.load."""
         dtype = as_dtype(dtype)
         try:
-            checkpoint = load_checkpoint(source, cls.expected_shapes, revision, dtype)
+            checkpoint = load_checkpoint(source, expecting(cls, expect), revision, dtype)
         except CheckpointMismatchError as e:
             hint = _detr_layout_hint(source, revision)
             if not hint:
@@ -166,6 +222,15 @@ class DETR(LoadedModel):
         """"timm" (hub revision main) or "transformers" (revision no_timm)."""
         return self.hparams.layout
 
+    @property
+    def arch(self):
+        """The backbone's resnet.Arch."""
+        return self.hparams.backbone
+
+    @property
+    def backbone_names(self):
+        return self.hparams.backbone_names
+
     def preprocess(self, images):
         """List of (H, W, 3) uint8 images -> (pixel_values (N, 3, H', W'), pixel_mask (N, H', W')
         int64, resized sizes [(h, w)]): resized, normalized and padded as DetrImageProcessor."""
@@ -173,12 +238,12 @@ class DETR(LoadedModel):
 
     def forward(self, pixel_values, pixel_mask=None, trace=None):
         """-> {"logits": (N, 100, num_labels + 1), "pred_boxes": (N, 100, 4) normalized (cx, cy, w, h)},
-        the backbone computed by `self.path`. `trace`, a dict, receives every named intermediate
-        (see refimpl.models.detr.forward)."""
+        computed by `self.path`: "fast" runs fast_detr.py (fast.py's backbone), "reference" detr.py
+        (resnet.py's). `trace`, a dict, receives every named intermediate (see refimpl.models.detr.forward)."""
         pixel_values = pixel_values.astype(self.dtype, copy=False)
-        if self.path == "fast":  # fast.py's backbone, fast_detr.py's transformer
+        if self.path == "fast":
             return fast_detr.forward(self.checkpoint.params, self.hparams, pixel_values, pixel_mask, trace)
-        return detr.forward(self.checkpoint.params, self.hparams, pixel_values, pixel_mask, trace, self.path)
+        return detr.forward(self.checkpoint.params, self.hparams, pixel_values, pixel_mask, trace)
 
     def postprocess(self, outputs, sizes, threshold=0.5):
         """outputs of `forward`, sizes [(height, width)] of the ORIGINAL images -> one list of
@@ -202,6 +267,9 @@ class DETR(LoadedModel):
         if opts["shape"] == "hosted":
             detections = postprocess.hosted_shape(detections, opts["wrap_uint16"])
         return detections, opts
+
+
+ResNet50 = ResNet  # the older name (every microsoft/resnet-* is a ResNet)
 
 
 def _detr_layout_hint(source, revision):

@@ -1,8 +1,10 @@
-"""Synthesized DETR-ResNet-50 checkpoints in both official layouts, built by transformers itself.
+"""Synthesized DETR checkpoints (any family member: facebook/detr-resnet-50, -101, DC5) in both
+official layouts, built by transformers itself.
 
-`build_detr(folder, layout)` makes `DetrForObjectDetection(DetrConfig(<facebook/detr-resnet-50's
-values>))` with either the timm ResNet-50 backbone (the hub's `main` revision) or the transformers
-ResNet backbone (`no_timm`), gives it random but realistic weights and writes it with
+`build_detr(folder, layout, config=...)` makes `DetrForObjectDetection(DetrConfig(<facebook/detr-
+resnet-50's values, the entry's backbone and dilation>))` with either the timm ResNet backbone (the
+hub's `main` revision) or the transformers ResNet backbone (`no_timm`), gives it random but
+realistic weights and writes it with
 `save_pretrained` (which writes the hub's legacy key names) beside the official
 preprocessor_config.json values. Nothing is downloaded: timm builds resnet50 with
 pretrained=False and transformers is told use_pretrained_backbone=False.
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from refimpl.synth.resnet import RESNET50_CONFIG, calibration_images, randomize_batch_norms
+from refimpl.synth.resnet import arch_fields, calibration_images, last_branch_norm, randomize_batch_norms
 
 # facebook/detr-resnet-50's config.json id2label: the 91 COCO category ids (1..90 plus 0), with
 # "N/A" for the ids COCO never used (0, 12, 26, 29, 30, 45, 66, 68, 69, 71, 83). The classifier
@@ -71,8 +73,24 @@ NO_OBJECT_BIAS = 10.0  # no-object wins for most queries, as in a trained DETR
 BIAS_STD = 0.1
 
 
-def detr_config(layout):
-    """DetrConfig with facebook/detr-resnet-50's values, in the given backbone layout."""
+# timm's ResNet names -> transformers' ResNetConfig fields (the no_timm layout of the same backbone).
+TIMM_RESNETS = {
+    "resnet18": dict(depths=[2, 2, 2, 2], hidden_sizes=[64, 128, 256, 512], layer_type="basic"),
+    "resnet34": dict(depths=[3, 4, 6, 3], hidden_sizes=[64, 128, 256, 512], layer_type="basic"),
+    "resnet50": dict(depths=[3, 4, 6, 3], hidden_sizes=[256, 512, 1024, 2048], layer_type="bottleneck"),
+    "resnet101": dict(depths=[3, 4, 23, 3], hidden_sizes=[256, 512, 1024, 2048], layer_type="bottleneck"),
+    "resnet152": dict(depths=[3, 8, 36, 3], hidden_sizes=[256, 512, 1024, 2048], layer_type="bottleneck"),
+}
+
+
+def detr_config(layout, backbone="resnet50", dilation=False):
+    """DetrConfig with facebook/detr-resnet-50's transformer values, in the given backbone layout,
+    with the timm ResNet `backbone` ("resnet50", "resnet101", ...) and DC5 `dilation`.
+
+    transformers' ResNet cannot dilate (DetrConfig: dilation "only supported when
+    use_timm_backbone = True"), so layout "transformers" with dilation writes `dilation: true`
+    into a model that transformers computes undilated (tests/fixtures_detr.py renames a timm DC5
+    checkpoint's keys instead)."""
     from transformers import DetrConfig, ResNetConfig
 
     common = dict(
@@ -86,7 +104,7 @@ def detr_config(layout):
         decoder_ffn_dim=2048,
         activation_function="relu",
         position_embedding_type="sine",
-        dilation=False,
+        dilation=dilation,
         auxiliary_loss=False,
         id2label=dict(COCO_ID2LABEL),
         label2id={v: k for k, v in COCO_ID2LABEL.items()},  # the "N/A"s collapse, as in the official file
@@ -94,10 +112,11 @@ def detr_config(layout):
         use_pretrained_backbone=False,  # never download backbone weights
     )
     if layout == "timm":
-        return DetrConfig(use_timm_backbone=True, backbone="resnet50", **common)
+        return DetrConfig(use_timm_backbone=True, backbone=backbone, **common)
     if layout == "transformers":
-        backbone = ResNetConfig(**RESNET50_CONFIG, out_features=["stage4"])
-        return DetrConfig(use_timm_backbone=False, backbone_config=backbone, **common)
+        fields = arch_fields(TIMM_RESNETS[backbone])
+        resnet_config = ResNetConfig(**fields, out_features=[f"stage{len(fields['depths'])}"])
+        return DetrConfig(use_timm_backbone=False, backbone_config=resnet_config, **common)
     raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
 
 
@@ -219,18 +238,22 @@ def calibrate_transformer(model, x):
         _standardize(mlp[2], h, std=torch.tensor([1.0, 1.0, 0.7, 0.7]), mean=torch.tensor([0.0, 0.0, -1.5, -1.5]))
 
 
-def build_detr(folder, layout, seed=0):
+def build_detr(folder, layout="timm", seed=0, config=None):
     """DetrForObjectDetection with official config values and realistic random weights, written to
-    `folder` with save_pretrained plus the official preprocessor_config.json. Returns the folder."""
+    `folder` with save_pretrained plus the official preprocessor_config.json. Returns the folder.
+    config: a registry entry's `config` ({"backbone": "resnet101", "dilation": true, ...}; default
+    facebook/detr-resnet-50's)."""
     import torch
     from transformers import DetrForObjectDetection
 
+    config = config or {}
+    name, dilation = config.get("backbone", "resnet50"), bool(config.get("dilation", False))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     with _offline():
-        model = DetrForObjectDetection(detr_config(layout)).eval()
+        model = DetrForObjectDetection(detr_config(layout, name, dilation)).eval()
     backbone = model.model.backbone.model
-    last_bn = "bn3" if layout == "timm" else "layer.2.normalization"
+    last_bn = last_branch_norm(TIMM_RESNETS[name]["layer_type"], "timm" if layout == "timm" else "transformers")
     randomize_batch_norms(backbone, rng, damp=lambda name: name.endswith(last_bn))
     x = torch.from_numpy(calibration_images(n=4, size=320, seed=seed))
     calibrate_frozen_batch_norms(backbone, x)

@@ -1,5 +1,6 @@
-"""Synthesized checkpoints: the official architectures built by transformers itself, with random
-but *realistic* weights, saved with `save_pretrained` in the official file layout.
+"""Synthesized ResNet classifiers (any family member: microsoft/resnet-18 ... -152, or a config of
+your own): the official architectures built by transformers itself, with random but *realistic*
+weights, saved with `save_pretrained` in the official file layout.
 
 The official weights cannot be downloaded in CI, so these stand in for them. "Realistic" means
 activations stay of order 1 through every layer, so that a 1e-5 relative comparison with
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-# The official microsoft/resnet-50 preprocessor_config.json values.
+# The official microsoft/resnet-50 preprocessor_config.json values (the same for every microsoft/resnet-*).
 RESNET50_PREPROCESSOR = {
     "crop_pct": 0.875,
     "do_normalize": True,
@@ -94,29 +95,59 @@ def calibrate_batch_norms(model, inputs, forward):
     return len(bns)
 
 
-def build_resnet50(folder, seed=0):
-    """ResNetForImageClassification with official config values, saved to `folder`."""
+# The fields of transformers' ResNetConfig that make an architecture (a registry entry's `config`
+# may hold more, e.g. model_type, which ResNetConfig sets itself).
+ARCH_FIELDS = ("num_channels", "embedding_size", "hidden_sizes", "depths", "layer_type", "hidden_act",
+               "downsample_in_first_stage", "downsample_in_bottleneck")
+
+
+def arch_fields(config):
+    """The architecture fields of a config (a registry entry's `config`), over ResNet-50's."""
+    return {**RESNET50_CONFIG, **{k: v for k, v in (config or {}).items() if k in ARCH_FIELDS}}
+
+
+def last_branch_norm(layer_type, scheme="transformers"):
+    """The name suffix of the last BN of a residual branch (the one damped, as in trained ResNets)."""
+    if scheme == "timm":
+        return "bn2" if layer_type == "basic" else "bn3"
+    return "layer.1.normalization" if layer_type == "basic" else "layer.2.normalization"
+
+
+def build_resnet(folder, config=None, layout=None, seed=0):
+    """ResNetForImageClassification with the architecture `config` describes (a registry entry's
+    `config`: depths, hidden_sizes, layer_type, ...; default ResNet-50's), ImageNet's 1000 labels
+    and calibrated random weights, saved to `folder` with save_pretrained. `layout` is for the
+    registry's uniform call (classifiers have one). Returns the folder."""
     import torch
     from transformers import ResNetConfig, ResNetForImageClassification
 
+    if layout not in (None, "transformers"):
+        raise ValueError(f"a ResNet classifier has the transformers layout only, got {layout!r}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     id2label = imagenet_id2label()
+    fields = arch_fields(config)
     config = ResNetConfig(
-        **RESNET50_CONFIG,
+        **fields,
         id2label=id2label,
         label2id={v: k for k, v in id2label.items()},
         architectures=["ResNetForImageClassification"],
     )
     model = ResNetForImageClassification(config).eval()
-    randomize_batch_norms(model, rng, damp=lambda name: name.endswith("layer.2.normalization"))
+    last = last_branch_norm(fields["layer_type"])
+    randomize_batch_norms(model, rng, damp=lambda name: name.endswith(last))
     x = torch.from_numpy(calibration_images(seed=seed))
     calibrate_batch_norms(model, x, lambda t: model(pixel_values=t))
     with torch.no_grad():
         fc = model.classifier[1]
-        fc.weight.copy_(torch.from_numpy(rng.normal(0, 3 / np.sqrt(2048), fc.weight.shape).astype(np.float32)))
+        fc.weight.copy_(torch.from_numpy(rng.normal(0, 3 / np.sqrt(fc.in_features), fc.weight.shape).astype(np.float32)))
         fc.bias.copy_(torch.from_numpy(rng.normal(0, 0.5, fc.bias.shape).astype(np.float32)))
     folder = Path(folder)
     model.save_pretrained(folder)
     (folder / "preprocessor_config.json").write_text(json.dumps(RESNET50_PREPROCESSOR, indent=2))
     return folder
+
+
+def build_resnet50(folder, seed=0):
+    """microsoft/resnet-50's architecture (see build_resnet)."""
+    return build_resnet(folder, RESNET50_CONFIG, seed=seed)

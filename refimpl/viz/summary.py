@@ -1,5 +1,5 @@
-"""A table of every layer of ResNet-50 or DETR-ResNet-50: checkpoint name, output shape for a given
-input size, parameter count and multiply-accumulates (MACs), with totals.
+"""A table of every layer of a ResNet or a DETR (any registry entry): checkpoint name, output shape
+for a given input size, parameter count and multiply-accumulates (MACs), with totals.
 
 Everything is computed from the architecture's tensor shapes (the same `{key: shape}` the loader
 checks checkpoints against) and the input size: no weights are needed, and no forward pass runs.
@@ -28,7 +28,9 @@ Conventions (the usual ones, so the totals can be compared with published figure
 import math
 from dataclasses import asdict, dataclass, field
 
-from refimpl.models import detr, ops, resnet
+from refimpl.models import detr as detr_module
+from refimpl.models import ops
+from refimpl.models import resnet as resnet_module
 
 @dataclass
 class Layer:
@@ -113,13 +115,13 @@ class _Builder:
     def _tensors(self, name, keys):
         return sum(_numel(self.shapes[f"{name}.{k}"]) for k in keys if f"{name}.{k}" in self.shapes)
 
-    def conv(self, name, x, stride=1, padding=0):
+    def conv(self, name, x, stride=1, padding=0, dilation=1):
         """x: (C, H, W) -> (O, Ho, Wo)."""
         o, c, kh, kw = self.shapes[name + ".weight"]
         assert c == x[0], (name, c, x)
-        ho = ops.conv_output_size(x[1], kh, stride, padding)
-        wo = ops.conv_output_size(x[2], kw, stride, padding)
-        kind = f"conv {kh}x{kw}" + (f"/{stride}" if stride > 1 else "")
+        ho = ops.conv_output_size(x[1], kh, stride, padding, dilation)
+        wo = ops.conv_output_size(x[2], kw, stride, padding, dilation)
+        kind = f"conv {kh}x{kw}" + (f"/{stride}" if stride > 1 else "") + (f" dilation {dilation}" if dilation > 1 else "")
         self.layers.append(Layer(name, kind, (o, ho, wo), self._tensors(name, ("weight", "bias")), 0, o * ho * wo * c * kh * kw))
         return (o, ho, wo)
 
@@ -159,46 +161,58 @@ class _Builder:
 
 
 def _resnet_backbone(b, names, x):
-    """Rows of the stem and the 16 bottlenecks, following resnet.backbone. x: (3, H, W)."""
+    """Rows of the stem and every block, following resnet.blocks (the one walk). x: (3, H, W)."""
     conv, norm, stem_out, pool_out = names.stem()
     x = b.batch_norm(norm, b.conv(conv, x, stride=2, padding=3))
     c, h, w = x
     x = b.row(pool_out, "max pool 3x3/2", (c, ops.conv_output_size(h, 3, 2, 1), ops.conv_output_size(w, 3, 2, 1)))
-    for block in resnet.blocks(names):
+    for block in resnet_module.blocks(names):
         h = x
-        for j, (conv, norm) in enumerate(zip(block.convs, block.norms)):
-            h = b.batch_norm(norm, b.conv(conv, h, stride=block.stride if j == 1 else 1, padding=1 if j == 1 else 0))
-        if block.shortcut is not None:
-            b.batch_norm(block.shortcut[1], b.conv(block.shortcut[0], x, stride=block.stride))
+        for layer in block.layers:
+            h = b.batch_norm(layer.norm, b.conv(layer.conv, h, layer.stride, layer.padding, layer.dilation))
+        if block.projection is not None:
+            p = block.projection
+            b.batch_norm(p.norm, b.conv(p.conv, x, p.stride, p.padding, p.dilation))
         x = b.row(block.name, "residual add + ReLU", h)
     return x
 
 
-def resnet50(height=224, width=224, config=None):
-    """Summary of microsoft/resnet-50 (ResNetForImageClassification) for a (3, height, width) input.
-    config: its config.json (default: the official one, 1000 classes)."""
-    shapes = resnet.classifier_shapes(config or {})
+def resnet(height=224, width=224, config=None):
+    """Summary of a microsoft/resnet-* (ResNetForImageClassification) for a (3, height, width)
+    input. config: its config.json (default {}: transformers' defaults, ResNet-50, 1000 classes)."""
+    config = config or {}
+    shapes = resnet_module.classifier_shapes(config)
+    a = resnet_module.check_config(config)
     b = _Builder(shapes, frozen_bn=False)
-    x = _resnet_backbone(b, resnet.CLASSIFIER_NAMES, (3, height, width))
+    x = _resnet_backbone(b, resnet_module.classifier_backbone(a), (3, height, width))
     b.row("resnet.pooler", "global average pool", (x[0], 1, 1))
     b.linear("classifier.1", 1)
-    return _checked(Summary("resnet-50", (3, height, width), b.layers), shapes)
+    return _checked(Summary(a.name, (3, height, width), b.layers), shapes)
+
+
+def resnet50(height=224, width=224, config=None):
+    """Summary of microsoft/resnet-50 (the older entry point; `resnet` reads any depth from config)."""
+    return resnet(height, width, config)
 
 
 def detr_resnet50(height=800, width=1066, config=None):
-    """Summary of facebook/detr-resnet-50 (DetrForObjectDetection) for a (3, height, width) input
-    (the padded batch size). config: its config.json (default: the official one, revision main)."""
+    """Summary of facebook/detr-resnet-50 (the older entry point; `detr` reads any backbone from config)."""
+    return detr(height, width, config)
+
+
+def detr(height=800, width=1066, config=None):
+    """Summary of a facebook/detr-resnet-* (DetrForObjectDetection) for a (3, height, width) input
+    (the padded batch size). config: its config.json (default {}: the official detr-resnet-50, revision main)."""
     config = config or {}
-    hp = detr.hparams(config)
-    shapes = detr.expected_shapes(config)
+    hp = detr_module.hparams(config)
+    shapes = detr_module.expected_shapes(config)
     d = hp.d_model
     b = _Builder(shapes, frozen_bn=True)
     _, h, w = _resnet_backbone(b, hp.backbone_names, (3, height, width))
     s = h * w  # the image becomes h*w tokens
     b.row("model.position_embedding", "sine position embedding", (d, h, w))
-    b.conv("model.input_projection", (resnet.WIDTHS[-1], h, w))
-    for i in range(hp.encoder_layers):
-        n = f"model.encoder.layers.{i}"
+    b.conv("model.input_projection", (hp.backbone.out_channels, h, w))
+    for n in hp.encoder_layer_names:
         b.attention(n + ".self_attn", s, s, d, hp.encoder_heads)
         b.layer_norm(n + ".self_attn_layer_norm", (s, d))
         b.linear(n + ".fc1", s)
@@ -206,8 +220,7 @@ def detr_resnet50(height=800, width=1066, config=None):
         b.layer_norm(n + ".final_layer_norm", (s, d))
     q = hp.num_queries
     b.layers.append(Layer("model.query_position_embeddings", "object queries", (q, d), _numel(shapes["model.query_position_embeddings.weight"])))
-    for i in range(hp.decoder_layers):
-        n = f"model.decoder.layers.{i}"
+    for n in hp.decoder_layer_names:
         b.attention(n + ".self_attn", q, q, d, hp.decoder_heads)
         b.layer_norm(n + ".self_attn_layer_norm", (q, d))
         b.attention(n + ".encoder_attn", q, s, d, hp.decoder_heads)
@@ -219,25 +232,29 @@ def detr_resnet50(height=800, width=1066, config=None):
     b.linear("class_labels_classifier", q)
     for i in range(3):
         b.linear(f"bbox_predictor.layers.{i}", q)
-    return _checked(Summary("detr-resnet-50", (3, height, width), b.layers), shapes)
+    return _checked(Summary("detr-" + hp.backbone.name, (3, height, width), b.layers), shapes)
 
 
 def _checked(summary, shapes):
     """Every tensor of the architecture is counted once: rows' params + buffers = all values."""
     t = summary.totals()
-    if t["params"] + t["buffers"] != resnet.num_params(shapes):
-        raise AssertionError(f"summary counts {t['params'] + t['buffers']} values, the checkpoint layout has {resnet.num_params(shapes)}")
+    if t["params"] + t["buffers"] != resnet_module.num_params(shapes):
+        raise AssertionError(f"summary counts {t['params'] + t['buffers']} values, the checkpoint layout has "
+                             f"{resnet_module.num_params(shapes)}")
     return summary
 
 
 def summarize(spec, height=None, width=None, config=None):
-    """Summary of the model a registry entry describes (`spec.summary`, a builder above) at the
-    given input size (default: `spec.summary_size`)."""
+    """Summary of the model a registry entry describes (`spec.summary`, a builder above, on
+    `config`, default the entry's own `spec.config`) at the given input size (default:
+    `spec.summary_size`), titled with the entry's name."""
     dh, dw = spec.summary_size
     height, width = height or dh, width or dw
     if height < 32 or width < 32:
         raise ValueError(f"input size must be at least 32x32, got {height}x{width}")
-    return spec.summary(height, width, config)
+    result = spec.summary(height, width, spec.config if config is None else config)
+    result.model = spec.name
+    return result
 
 
 # --- with a checkpoint ---------------------------------------------------------------------------

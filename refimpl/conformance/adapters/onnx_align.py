@@ -1,18 +1,18 @@
 """Naming an ONNX graph's tensors by its structure, when its node names carry no module scopes.
 
-An exporter that keeps no scopes (or a graph whose names were stripped) still computes ResNet-50
+An exporter that keeps no scopes (or a graph whose names were stripped) still computes a ResNet
 as a recognisable sequence of ops. Walking the graph from its input in data-flow order, the
 backbone is matched block by block against refimpl's own walk over the architecture
-(`refimpl.models.resnet.blocks`, the one walk the reference, the fast path and the summary use):
+(`refimpl.models.resnet.blocks`, the one walk the reference, the fast path and the summary use),
+so every family member (basic or bottleneck blocks, any depth, DC5) aligns the same way:
 
-    stem      Conv 7x7 (64 out) -> [norm] -> [Relu]                     `...embedder.embedder` / `act1`
+    stem      Conv 7x7 (embedding_size out) -> [norm] -> [Relu]         `...embedder.embedder` / `act1`
               -> MaxPool                                                `...embedder` / `maxpool`
-    block     x -> Conv 1x1 (c_mid) -> [norm] -> [Relu]                 steps[0]
-                -> Conv 3x3 (c_mid) -> [norm] -> [Relu]                 steps[1]
-                -> Conv 1x1 (c_out) -> [norm]                           steps[2]
-              x -> Conv 1x1 (c_out) -> [norm]  (the first block of a stage)  shortcut
-              Add(steps[2], shortcut or x) -> [Relu]                    the block (and its stage)
-    head      GlobalAveragePool / ReduceMean of the last block          `resnet.pooler` (ResNet-50)
+    block     x -> Conv kxk (c) -> [norm] -> [Relu]                     each step but the last
+                -> Conv kxk (c_out) -> [norm]                           the last step
+              x -> Conv 1x1 (c_out) -> [norm]  (when the shape changes) shortcut
+              Add(last step, shortcut or x) -> [Relu]                   the block (and its stage)
+    head      GlobalAveragePool / ReduceMean of the last block          `resnet.pooler` (classifiers)
 
 [norm] is a BatchNormalization, or frozen batch norm as exporters leave it (DETR's: a Mul and an
 Add by per-channel constants); with BN folded into the conv by the exporter there is none.
@@ -99,8 +99,8 @@ class _Graph:
 def align(graph, names, task):
     """{value name: [checkpoint names]} for the backbone's tensors of an ONNX graph without scopes.
 
-    graph: an onnx GraphProto in topological order (as ONNX requires); names: the checkpoint's
-    ResNet names (refimpl.models.resnet.ResNetNames: the classifier's, or DETR's backbone);
+    graph: an onnx GraphProto in topological order (as ONNX requires); names: the model's
+    resnet.Backbone (architecture and checkpoint names: `loaded.backbone_names`);
     task: the registry spec's task ("image-classification" also names the pooler)."""
     g = _Graph(graph)
     chosen = {}
@@ -109,14 +109,15 @@ def align(graph, names, task):
         chosen.setdefault(value, []).extend(checkpoint_names)
 
     _, _, stem_out, pool_out = names.stem()
+    width = names.arch.embedding_size
     stems = [n for n in g.nodes if n.op_type == "Conv" and len(n.input) > 1
-             and g.shapes.get(n.input[1]) == (resnet.STEM_WIDTH, 3, 7, 7)]
+             and g.shapes.get(n.input[1]) == (width, 3, 7, 7)]
     if len(stems) != 1:
         return chosen
     source = stems[0].input[0]
     if source not in g.inputs:  # the graph transforms its input first: this is what the model sees
         name(source, "pixel_values")
-    x = g.step(source, resnet.STEM_WIDTH, 7)
+    x = g.step(source, width, 7)
     if x is None:
         return chosen
     name(x, stem_out)
@@ -126,22 +127,23 @@ def align(graph, names, task):
     x = pool.output[0]
     name(x, pool_out)
     for block in resnet.blocks(names):
-        s0 = g.step(x, block.c_mid, 1)
-        s1 = s0 and g.step(s0, block.c_mid, 3)
-        s2 = s1 and g.step(s1, block.c_out, 1, activation=False)
-        shortcut = g.step(x, block.c_out, 1, activation=False) if block.shortcut else x
-        if not (s2 and shortcut):
+        steps, h = [], x
+        for layer in block.layers:
+            h = h and g.step(h, layer.c_out, layer.kernel, activation=layer.relu)
+            steps.append(h)
+        last = steps[-1]
+        shortcut = g.step(x, block.c_out, 1, activation=False) if block.projection else x
+        if not (last and shortcut):
             return chosen
-        add = g.after(s2, ("Add",), lambda n: set(n.input) == {s2, shortcut})
+        add = g.after(last, ("Add",), lambda n: set(n.input) == {last, shortcut})
         if add is None:
             return chosen
         relu = g.after(add.output[0], ACT_OPS)
         out = relu.output[0] if relu is not None else add.output[0]
-        name(s0, block.steps[0])
-        name(s1, block.steps[1])
-        name(s2, block.steps[2])
-        if block.shortcut:
-            name(shortcut, block.shortcut_out)
+        for value, layer in zip(steps, block.layers):
+            name(value, layer.out)
+        if block.projection:
+            name(shortcut, block.projection.out)
         name(out, block.name, *([names.stage(block.stage)] if block.last_in_stage else []))
         x = out
     if task == "image-classification":

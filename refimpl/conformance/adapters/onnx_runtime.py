@@ -95,7 +95,7 @@ def backbone_names(spec, checkpoint):
 
     if spec.task == "object-detection":
         return detr.hparams(checkpoint.config).backbone_names if checkpoint is not None else None
-    return resnet.CLASSIFIER_NAMES
+    return resnet.classifier_backbone(resnet.check_config(checkpoint.config)) if checkpoint is not None else resnet.CLASSIFIER_NAMES
 
 
 class OnnxAdapter:
