@@ -215,3 +215,18 @@ def test_attention_picture_puts_each_token_on_its_patch():
     assert (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1) == (48, 64, 80, 96)
     top = cam.colormap(np.array(1.0)).astype(float)
     np.testing.assert_allclose(heat[50, 85], 0.05 * (0.4 * 128 + 0.6 * 20) + 0.95 * top, atol=1)
+
+
+def test_attention_picture_with_the_dc5_stride():
+    """DC5's grid is 16 px a token: with stride=16 the same one-hot token (3, 5) lights input pixels
+    [48, 64) x [80, 96), i.e. display pixels [24, 32) x [40, 48) at half size; a 32 px stride
+    would light twice that."""
+    from refimpl.viz import attention_maps
+
+    resized = (160, 224)  # a 10 x 14 grid at stride 16
+    m = np.zeros((10, 14))
+    m[3, 5] = 0.7
+    photo = np.full((80, 112, 3), 128, np.uint8)
+    lit = np.abs(attention_maps.heat_on_image(photo, m, resized, stride=16).astype(int) - 128 * 0.4 - 12).sum(axis=2)
+    ys, xs = np.nonzero(lit > 3)
+    assert (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1) == (24, 32, 40, 48)

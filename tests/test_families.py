@@ -280,3 +280,17 @@ def test_a_fake_member_is_one_registry_entry(tmp_path, monkeypatch, capsys):
     assert table["model"] == "resnet-26" and sum(l["name"].count(".layers.") for l in table["layers"] if
                                                  l["kind"] == "residual add + ReLU") == 8
     assert table["totals"]["params"] + table["totals"]["buffers"] == resnet.num_params(resnet.classifier_shapes(fake.config))
+
+
+@pytest.mark.slow  # the family checkpoints take ~160 s (DETRs) to synthesize
+def test_dc5_attention_maps_use_its_16_px_grid(detr_family_dirs):
+    """detect --attention on a DC5 model: the maps are on a grid of 16 px tokens (the backbone's
+    output stride), and each map has that grid's shape."""
+    from refimpl.viz import attention_maps
+
+    model = registry.load("detr-resnet-50-dc5", detr_family_dirs[("detr-resnet-50-dc5", "timm")])
+    image = (np.random.default_rng(0).uniform(0, 255, (96, 128, 3))).astype(np.uint8)
+    result = attention_maps.compute(model, image, threshold=0.0)
+    assert result.stride == 16
+    h, w = result.maps.shape[1:]
+    assert (h, w) == (-(-result.resized[0] // 16), -(-result.resized[1] // 16))

@@ -30,7 +30,7 @@ from refimpl.pipeline.loaded import image_array
 from refimpl.viz.cam import blend, caption_strip, read_png_data, save_png, scaled  # noqa: F401 (read_png_data: re-export)
 
 PNG_KEY = "refimpl-attention"
-STRIDE = 32  # one layer4 token per 32x32 patch of the resized input
+STRIDE = 32  # one layer4 token per 32x32 patch of the resized input (16x16 with DC5: model.arch.output_stride)
 
 
 def cross_attention_name(trace, layer=-1):
@@ -66,8 +66,9 @@ class AttentionResult:
     queries: list  # the object query behind each detection
     maps: np.ndarray  # (objects, h, w): head-averaged cross-attention of each detection's query
     layer: str  # trace name the maps come from
-    resized: tuple  # (h', w') the image was resized to; the grid cell is STRIDE px of it
+    resized: tuple  # (h', w') the image was resized to; the grid cell is `stride` px of it
     threshold: float = 0.5
+    stride: int = STRIDE  # input pixels per token: the backbone's output stride (16 with DC5)
 
 
 def compute(model, image, threshold=0.5, layer=-1, head=None):
@@ -88,23 +89,24 @@ def compute(model, image, threshold=0.5, layer=-1, head=None):
         layer=cross_attention_name(trace, layer),
         resized=tuple(sizes[0]),
         threshold=threshold,
+        stride=model.arch.output_stride,
     )
 
 
 # --- the picture --------------------------------------------------------------------------------
 
-def heat_on_image(image, attention, resized, alpha=(0.0, 0.95)):
+def heat_on_image(image, attention, resized, alpha=(0.0, 0.95), stride=STRIDE):
     """Draw one (h, w) map over an image shown at any scale, one flat square per token: the map's
-    cell (i, j) covers the resized input's pixels [32i, 32i + 32) x [32j, 32j + 32), and `resized`
-    is that input's (h', w'). Values are divided by the map's maximum (attention weights are
+    cell (i, j) covers the resized input's pixels [si, si + s) x [sj, sj + s) for the stride s
+    (32, or 16 with DC5), and `resized` is that input's (h', w'). Values are divided by the map's maximum (attention weights are
     >= 0), so the token read most is bright yellow. -> (H, W, 3) uint8."""
     H, W = image.shape[:2]
     h, w = attention.shape
     top = attention.max()
     v = attention / top if top > 0 else np.zeros((h, w))
     # Which token each display pixel lies in (pixels past the last token get the last one).
-    rows = np.minimum((np.arange(H) + 0.5) * resized[0] / H // STRIDE, h - 1).astype(int)
-    cols = np.minimum((np.arange(W) + 0.5) * resized[1] / W // STRIDE, w - 1).astype(int)
+    rows = np.minimum((np.arange(H) + 0.5) * resized[0] / H // stride, h - 1).astype(int)
+    cols = np.minimum((np.arange(W) + 0.5) * resized[1] / W // stride, w - 1).astype(int)
     heat = v[rows][:, cols]
     dimmed = 0.4 * image.astype(np.float64) + 0.6 * 20  # the photo, darkened, under the heat
     return np.round(blend(dimmed, heat, alpha)).clip(0, 255).astype(np.uint8)
@@ -126,7 +128,7 @@ def render(result, panel_side=400, columns=3, max_objects=8, note=None):
                [f"{len(result.detections)} detections (score > {result.threshold:g})", "boxes from the class and box heads"])]
     for i in shown:
         det, q = result.detections[i], result.queries[i]
-        heat = heat_on_image(image, result.maps[i], result.resized)
+        heat = heat_on_image(image, result.maps[i], result.resized, stride=result.stride)
         panel = draw_detections(heat, [in_display(det)])
         panels.append((panel, [f"query {q}: {det['label']} {det['score']:.2f}",
                                f"cross-attention, max weight {result.maps[i].max():.3f}"]))
