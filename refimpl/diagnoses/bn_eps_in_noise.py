@@ -1,0 +1,87 @@
+"""A batch norm's eps, recognised inside a reduced-precision port's rounding noise.
+
+Another eps (TensorFlow's 1e-3 for PyTorch's 1e-5) scales each channel of a BN's output by
+s[c] = sqrt((var[c] + eps_B) / (var[c] + eps_A)) around its beta: A[c] = s[c] * B[c] + (1 - s[c]) * beta[c].
+With float16 rounding that is below the budget on channels whose running_var is large, but it is
+systematic: a per-channel least-squares fit over thousands of elements measures each s[c] far more
+precisely than one element's rounding, and only an eps change makes the scales follow the running
+variances. The check fits s[c] with its standard error (the fit's residuals, plus the precision's
+unit roundoff for the per-channel rounding of the port's weights), finds the eps that best explains
+the scales, and names it when it explains them far better than eps_B does (chi-square, in standard
+errors) and the scales are not already explained by eps_B.
+
+case (dict): "name", "a", "b" (same shape, float64), "bn" ({"running_var", "eps", "module"}: the
+batch norm whose output this tensor is, from compare's context), "unit_roundoff".
+"""
+
+import numpy as np
+
+from . import register
+
+# The eps change must lower the chi-square by this much (about 12 standard errors) and explain at
+# least 80% of it; and move the scales by more than the unit roundoff on some channel.
+MIN_IMPROVEMENT = 150.0
+MIN_EXPLAINED = 0.8
+CANDIDATES = np.concatenate([[0.0], np.logspace(-8, -1, 57)])
+
+
+def channel_scales(a, b):
+    """Per-channel least-squares A[c] = s[c] * B[c] + t[c] over the elements where B > 0 and A > 0
+    (both sides of a ReLU see the BN's affine map there) -> (s, standard error of s), NaN where a
+    channel has too few such elements."""
+    n = b.shape[1]
+    A = np.moveaxis(a, 1, 0).reshape(n, -1)
+    B = np.moveaxis(b, 1, 0).reshape(n, -1)
+    s, se = np.full(n, np.nan), np.full(n, np.nan)
+    for c in range(n):
+        keep = (B[c] != 0) & (A[c] != 0) if (b >= 0).all() else np.ones(B.shape[1], bool)
+        x, y = B[c][keep], A[c][keep]
+        if x.size < 16:
+            continue
+        xm, ym = x.mean(), y.mean()
+        sxx = float(((x - xm) ** 2).sum())
+        if sxx <= 0:
+            continue
+        s[c] = float(((x - xm) * (y - ym)).sum() / sxx)
+        resid = y - ym - s[c] * (x - xm)
+        se[c] = float(np.sqrt((resid ** 2).sum() / max(x.size - 2, 1) / sxx))
+    return s, se
+
+
+@register("bn eps in noise", applies_to="tensor", order=6, confidence="likely", look_at="this batch norm's eps")
+def check(case):
+    """Per-channel scales of a BN's output that follow its running_var as another eps makes them, inside the noise."""
+    bn = case.get("bn")
+    a, b = np.asarray(case["a"], dtype=np.float64), np.asarray(case["b"], dtype=np.float64)
+    if bn is None or a.shape != b.shape or a.ndim != 4:
+        return None
+    var = np.asarray(bn["running_var"], dtype=np.float64).ravel()
+    if var.shape != (b.shape[1],):
+        return None
+    eps_b = float(bn["eps"])
+    s, se = channel_scales(a, b)
+    ok = np.isfinite(s) & np.isfinite(se)
+    if ok.sum() < 8:
+        return None
+    u = float(case.get("unit_roundoff", 0.0))
+    sigma = np.sqrt(se[ok] ** 2 + u ** 2)
+    v, sc = var[ok], s[ok]
+
+    def chi2(eps):
+        return float((((sc - np.sqrt((v + eps_b) / (v + eps))) / sigma) ** 2).sum())
+
+    null = chi2(eps_b)
+    fits = [(chi2(e), e) for e in CANDIDATES]
+    best, eps_a = min(fits)
+    moved = np.abs(np.sqrt((v + eps_b) / (v + eps_a)) - 1).max()
+    if null - best < MIN_IMPROVEMENT or best > (1 - MIN_EXPLAINED) * null or moved <= u \
+            or abs(np.log10((eps_a + 1e-12) / (eps_b + 1e-12))) < 0.3:
+        return None
+    where = f" ({bn['module']})" if bn.get("module") else ""
+    return {"kind": "bn eps in noise", "eps": float(f"{eps_a:.2g}"), "eps_b": eps_b,
+            "chi2_eps_b": null, "chi2_eps_a": best, "channels": int(ok.sum()),
+            "message": f"bn eps: the per-channel scales of this batch norm's{where} output follow its running_var as "
+                       f"eps = {eps_a:.2g} makes them (B uses {eps_b:g}): over {int(ok.sum())} channels the fit's "
+                       f"chi-square drops from {null:.4g} (eps {eps_b:g}) to {best:.4g}; the largest channel scale "
+                       f"moves by {moved:.2%}, inside the {case.get('precision', 'reduced precision')} budget but "
+                       "systematic"}
