@@ -289,7 +289,7 @@ def certify(impl, model="resnet-50", weights=None, revision=None, images=None, m
             quant = getattr(adapter, "quantization", None)
             rounded = reduced.rounded_trace(model64.checkpoint.params, t32["pixel_values"], chosen, quant)
             budgets = {n: b["budget"] for n, b in reduced.measure_budgets(rounded, t64, chosen, factor, floor).items()}
-            structural = reduced.structural_check(chosen)
+            structural = reduced.structural_check(chosen, rounded)
         reference = Tensors(f"refimpl float64 ({name})", "trace", t64, {"model": spec.name, "dtype": "float64"}, True)
         theirs = Tensors(f"{impl} ({name})", "adapter", result.tensors, {}, False)
         if not result.tensors:
@@ -303,7 +303,7 @@ def certify(impl, model="resnet-50", weights=None, revision=None, images=None, m
                  "unmapped": result.unmapped, "notes": result.notes}
         if chosen != "fp32":
             reduced.annotate(found, result.tensors, t64, chosen, model64.checkpoint.params,
-                             getattr(adapter, "quantization", None), budgets)
+                             getattr(adapter, "quantization", None), budgets, structural)
         cases.append(found)
         unmapped += [u for u in result.unmapped if u not in unmapped]
         if progress:

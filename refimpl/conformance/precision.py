@@ -185,6 +185,13 @@ class _Storage:
         return x, x
 
 
+def conv_inputs(names=resnet.CLASSIFIER_NAMES):
+    """The tensors a Conv or the classifier reads: dynamic quantization quantizes exactly these."""
+    blocks = list(resnet.blocks(names))
+    return ({"pixel_values", names.stem()[3], "resnet.pooler"} | {b.name for b in blocks}
+            | {s for b in blocks for s in b.steps[:2]})
+
+
 def rounded_trace(params, pixel_values, precision, quantization=None, names=resnet.CLASSIFIER_NAMES):
     """refimpl's ResNet-50 classifier run in a port's precision -> {trace name: float64 array} with the
     reference trace's names (pixel_values ... classifier.1). params: the checkpoint ({key: array});
@@ -197,10 +204,7 @@ def rounded_trace(params, pixel_values, precision, quantization=None, names=resn
     units = layer_units(names)
     _, _, stem_out, pool_out = names.stem()
     blocks = list(resnet.blocks(names))
-    # what a Conv or the classifier reads: dynamic quantization quantizes exactly these
-    conv_inputs = {"pixel_values", pool_out, "resnet.pooler"} | {b.name for b in blocks} | \
-        {s for b in blocks for s in b.steps[:2]}
-    store = _Storage(precision, quantization, conv_inputs)
+    store = _Storage(precision, quantization, conv_inputs(names))
     exposed, fed = {}, {}
 
     def keep(name, x):
@@ -292,9 +296,10 @@ def top_k_agreement(logits_a, logits_b, k=5):
 STRUCTURAL = ("negatives after relu", "bn eps in noise")  # refimpl/diagnoses/, tried in this order
 
 
-def structural_check(precision):
+def structural_check(precision, rounded=None):
     """compare's `structural` hook for a port in `precision`: f(name, A, B, budget, context) -> the
-    first structural diagnosis that explains A (refimpl.diagnoses: STRUCTURAL), or None."""
+    first structural diagnosis that explains A (refimpl.diagnoses: STRUCTURAL), or None. rounded:
+    refimpl's trace run in that precision (`rounded_trace`), the control of the statistical checks."""
     from refimpl import diagnoses
 
     diagnoses.load_all()
@@ -302,7 +307,8 @@ def structural_check(precision):
 
     def run(name, a, b, budget, context):
         case = {"name": name, "a": as_float64(a), "b": as_float64(b), "budget": budget, "precision": precision,
-                "unit_roundoff": UNIT_ROUNDOFF.get(precision, 0.0), "bn": context.get("bn")}
+                "unit_roundoff": UNIT_ROUNDOFF.get(precision, 0.0), "bn": context.get("bn"),
+                "rounded": context.get("rounded", (rounded or {}).get(name))}
         for d in checks:
             found = d.check(case)
             if found is not None:
@@ -334,11 +340,13 @@ def _units(names):
 
 
 def isolate(trace_a, name, params, precision, quantization=None, factor=None, floor=None,
-            names=resnet.CLASSIFIER_NAMES):
+            names=resnet.CLASSIFIER_NAMES, structural=None):
     """Is the divergence at `name` introduced here or inherited? refimpl's layer is run on A's own
-    input(s) twice: in float64, and in the port's precision (weights and output rounded); the budget
-    for the layer alone is FACTOR * |rounded - f64| + FLOOR (relative), and A's output is measured
-    against refimpl's float64 output on A's input.
+    input(s) twice: in float64, and in the port's precision (weights, quantized inputs and output
+    rounded); the budget for the layer alone is FACTOR * |rounded - f64| + FLOOR (relative), and A's
+    output is measured against refimpl's float64 output on A's input. structural: compare's hook
+    (`structural_check`): a structural diagnosis of A's output against refimpl's layer on A's input
+    (the rounded layer as its control) also says "introduced here", whatever the size.
 
     -> {"verdict": "introduced here" | "inherited", "layer", "inputs", "max_rel", "budget", "message"};
     None when refimpl cannot re-run that tensor (its input is not in A's dump, or it is not a layer)."""
@@ -351,8 +359,9 @@ def isolate(trace_a, name, params, precision, quantization=None, factor=None, fl
     xs = [as_float64(trace_a[s]) for s in sources]
     p64 = {k: as_float64(v) for k, v in params.items()}
     ours = f(p64, *xs)
-    store = _Storage(precision, quantization, {name})
-    rounded = store(name, f(rounded_params(params, precision, quantization, names), *xs))[0]
+    store = _Storage(precision, quantization, conv_inputs(names))
+    fed = [store(s, x)[1] for s, x in zip(sources, xs)]  # what the port's layer reads (int8: quantized)
+    rounded = store(name, f(rounded_params(params, precision, quantization, names), *fed))[0]
     factor = FACTOR[precision] if factor is None else factor
     floor = FLOOR[precision] if floor is None else floor
     out_a = as_float64(trace_a[name])
@@ -362,17 +371,29 @@ def isolate(trace_a, name, params, precision, quantization=None, factor=None, fl
                            f"{list(out_a.shape)}"}
     budget = factor * relative_error(rounded, ours) + floor
     err = relative_error(out_a, ours)
-    inherited = err <= budget
+    found = None
+    if structural is not None:
+        from refimpl.conformance.compare import feeding_bn
+
+        norm = feeding_bn(name, params)
+        context = {"rounded": rounded}
+        if norm is not None:
+            context["bn"] = {"running_var": as_float64(params[f"{norm}.running_var"]), "eps": resnet.BN_EPS,
+                             "module": norm}
+        found = structural(name, out_a, ours, budget, context)
+    inherited = err <= budget and found is None
     verdict = "inherited" if inherited else "introduced here"
     what = ("A's layer computes what refimpl's does in " + precision + "; the difference grew upstream" if inherited
+            else f"A's layer itself differs ({found['kind']}, on its own input)" if found is not None
             else "A's layer itself differs (its weights or formula)")
     return {"verdict": verdict, "layer": name, "inputs": list(sources), "max_rel": err, "budget": budget,
+            "structural": found["kind"] if found else None,
             "message": f"{verdict}: refimpl's {name} run on A's own input ({', '.join(sources)}) is {err:.3g} from A's "
-                       f"output (relative), {'within' if inherited else 'beyond'} the layer's {precision} budget "
+                       f"output (relative), {'within' if err <= budget else 'beyond'} the layer's {precision} budget "
                        f"{budget:.3g}: {what}"}
 
 
-def annotate(case, tensors_a, trace64, precision, params, quantization, budgets):
+def annotate(case, tensors_a, trace64, precision, params, quantization, budgets, structural=None):
     """Add what a reduced-precision comparison reports besides max errors to one certify case: each
     compared row's SNR (dB) and cosine similarity against the float64 truth, top-k agreement of the
     logits, and at the first divergence the isolate verdict in the port's precision."""
@@ -385,7 +406,7 @@ def annotate(case, tensors_a, trace64, precision, params, quantization, budgets)
     if "classifier.1" in tensors_a and "classifier.1" in trace64:
         case["top_k"] = top_k_agreement(tensors_a["classifier.1"], trace64["classifier.1"])
     if report.first is not None:
-        found = isolate(tensors_a, report.first["name"], params, precision, quantization)
+        found = isolate(tensors_a, report.first["name"], params, precision, quantization, structural=structural)
         if found is not None:
             case["isolate"] = found
             report.first["isolate"] = found["verdict"]

@@ -136,6 +136,11 @@ class OnnxAdapter:
             user_map = load_map("transformers_detr.names")
         self.names, self.unmapped = name_outputs(graph, [n for n in reference_names if n not in dict(self.final).values()],
                                                  user_map, backbone_names(spec, checkpoint), spec.task)
+        if not any("pixel_values" in ns for ns in self.names.values()):
+            source = quantized_input(graph)
+            if source is not None:
+                self.names.setdefault(source, []).append("pixel_values")
+                self.unmapped = [u for u in self.unmapped if u != source]
         for value in list(self.names):
             if value in finals:  # already a graph output
                 continue
@@ -218,7 +223,7 @@ def quantization(graph, named):
         bounds = (-128, 127) if zero.dtype == np.int8 else (0, 255)
         for name in names:
             scales[name] = (float(scale.reshape(-1)[0]), float(zero.reshape(-1)[0]), *bounds)
-    inputs = {i.name for i in graph.input} - set(inits)
+    inputs = ({i.name for i in graph.input} - set(inits)) | {v for v, ns in named.items() if "pixel_values" in ns}
     for node in graph.node:  # the model's input, quantized by the graph's first QuantizeLinear
         if node.op_type == "QuantizeLinear" and node.input[0] in inputs and len(node.input) > 2:
             scale, zero = array(node.input[1]), array(node.input[2])
@@ -226,3 +231,35 @@ def quantization(graph, named):
                 bounds = (-128, 127) if zero.dtype == np.int8 else (0, 255)
                 scales.setdefault("pixel_values", (float(scale.reshape(-1)[0]), float(zero.reshape(-1)[0]), *bounds))
     return Quantization("dynamic" if dynamic else "static", per_channel, scales)
+
+
+def quantized_input(graph):
+    """What a quantized graph's stem really reads, when the graph transforms its input first (a
+    channel swap, a normalization): the float tensor its first quantization op quantizes (the stem's
+    ConvInteger or its Conv's DequantizeLinear, walked back), or None when that is the graph's input."""
+    from refimpl.models import resnet
+
+    inits = {i.name: i for i in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+
+    def weight_shape(value):
+        node = producers.get(value)
+        if node is not None and node.op_type == "DequantizeLinear":
+            value = node.input[0]
+        return tuple(inits[value].dims) if value in inits else None
+
+    stems = [n for n in graph.node if n.op_type in ("Conv", "ConvInteger") and len(n.input) > 1
+             and weight_shape(n.input[1]) == (resnet.STEM_WIDTH, 3, 7, 7)]
+    if len(stems) != 1:
+        return None
+    value = stems[0].input[0]
+    for _ in range(2):  # DequantizeLinear <- QuantizeLinear <- x, or DynamicQuantizeLinear <- x
+        node = producers.get(value)
+        if node is None or node.op_type not in ("DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear"):
+            break
+        value = node.input[0]
+    graph_inputs = {i.name for i in graph.input} - set(inits)
+    node = producers.get(value)
+    if value in graph_inputs or node is None or node.op_type in QUANT_OPS:
+        return None
+    return value

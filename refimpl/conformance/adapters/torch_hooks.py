@@ -228,5 +228,5 @@ def run_module(module, case, spec, name_map, reference_names, preprocess=None, p
         with torch.no_grad():
             result.tensors.update(post_process_tensors(postprocess, output, tuple(case.pixels.shape[:2])))
     if preprocess is not None:
-        result.tensors["pixel_values"] = pv.numpy()  # their own preprocessing is under test too
+        result.tensors["pixel_values"] = _numpy(pv)  # their own preprocessing is under test too
     return result
