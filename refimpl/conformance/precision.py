@@ -402,7 +402,7 @@ def annotate(case, tensors_a, trace64, precision, params, quantization, budgets,
         a, b = tensors_a.get(row["name"]), trace64.get(row["name"])
         if a is not None and b is not None and np.size(a) == np.size(b):
             snr, cos = snr_cosine(np.reshape(a, np.shape(b)), b)
-            row["snr_db"], row["cosine"] = round(snr, 2) if np.isfinite(snr) else str(snr), round(cos, 6)
+            row["snr_db"], row["cosine"] = float(round(snr, 2)) if np.isfinite(snr) else str(snr), float(round(cos, 6))
     if "classifier.1" in tensors_a and "classifier.1" in trace64:
         case["top_k"] = top_k_agreement(tensors_a["classifier.1"], trace64["classifier.1"])
     if report.first is not None:
