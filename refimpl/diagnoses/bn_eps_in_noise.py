@@ -9,9 +9,10 @@ variances. The check fits s[c] with its standard error (the fit's residuals, plu
 unit roundoff for the per-channel rounding of the port's weights), finds the eps that best explains
 the scales, and names it when it explains them far better than eps_B does (chi-square, in standard
 errors) and the scales are not already explained by eps_B. Given refimpl's run in the port's
-precision ("rounded"), the scales are measured against that run's per-channel scales instead of 1:
-an int8 port's per-channel weight quantization moves each channel's scale by as much as the eps
-does, and the rounded run carries the same quantization.
+precision ("rounded"), the scales are first measured against that run's per-channel scales (an
+int8 port's weight quantization moves each channel's scale by as much as the eps does, and the
+rounded run carries the same quantization), then against 1 (a float16 port that folds BN into its
+conv rounds other numbers than the rounded run does; its per-channel error is the unit roundoff).
 
 case (dict): "name", "a", "b" (same shape, float64), "bn" ({"running_var", "eps", "module"}: the
 batch norm whose output this tensor is, from compare's context), "unit_roundoff", optional "rounded"
@@ -70,35 +71,48 @@ def check(case):
     if ok.sum() < 8:
         return None
     u = float(case.get("unit_roundoff", 0.0))
+    baselines = []
     rounded = case.get("rounded")
     if rounded is not None and np.shape(rounded) == b.shape:
         # refimpl run in the port's precision is the control: its per-channel scales carry the same
-        # weight rounding / quantization as a correct port's, so the port is measured against them
+        # weight quantization as a correct int8 port's, so the port is measured against them
         base, base_se = channel_scales(np.asarray(rounded, dtype=np.float64), b)
-        ok &= np.isfinite(base) & np.isfinite(base_se)
-        if ok.sum() < 8:
-            return None
-        base, sigma = base[ok], np.sqrt(se[ok] ** 2 + base_se[ok] ** 2)
+        both = ok & np.isfinite(base) & np.isfinite(base_se)
+        baselines.append((both, base, np.sqrt(se ** 2 + base_se ** 2)))
+    # and against 1, the per-channel weight rounding allowed as the unit roundoff (a float16 port
+    # that folds BN into its conv rounds other numbers than the control does)
+    baselines.append((ok, np.ones_like(s), np.sqrt(se ** 2 + u ** 2)))
+    for keep, base, sigma in baselines:
+        found = _fit(s[keep], base[keep], sigma[keep], var[keep], eps_b, u)
+        if found is not None:
+            break
     else:
-        base, sigma = 1.0, np.sqrt(se[ok] ** 2 + u ** 2)
-    v, sc = var[ok], s[ok]
+        return None
+    null, best, eps_a, moved, n = found
+    where = f" ({bn['module']})" if bn.get("module") else ""
+    return {"kind": "bn eps in noise", "eps": float(f"{eps_a:.2g}"), "eps_b": eps_b,
+            "chi2_eps_b": null, "chi2_eps_a": best, "channels": n,
+            "message": f"bn eps: the per-channel scales of this batch norm's{where} output follow its running_var as "
+                       f"eps = {eps_a:.2g} makes them (B uses {eps_b:g}): over {n} channels the fit's "
+                       f"chi-square drops from {null:.4g} (eps {eps_b:g}) to {best:.4g}; the largest channel scale "
+                       f"moves by {moved:.2%}, inside the {case.get('precision', 'reduced precision')} budget but "
+                       "systematic"}
+
+
+def _fit(sc, base, sigma, v, eps_b, u):
+    """The eps that best explains the scales `sc` around `base` (standard errors `sigma`) ->
+    (chi2 at eps_B, chi2 at the best, the best eps, the largest scale change it makes, channels) when
+    it passes the thresholds above, else None."""
+    if sc.size < 8:
+        return None
 
     def chi2(eps):
         return float((((sc - base * np.sqrt((v + eps_b) / (v + eps))) / sigma) ** 2).sum())
 
     null = chi2(eps_b)
-    fits = [(chi2(e), e) for e in CANDIDATES]
-    best, eps_a = min(fits)
-    moved = np.abs(np.sqrt((v + eps_b) / (v + eps_a)) - 1).max()
-    if null - best < MIN_IMPROVEMENT or best > (1 - MIN_EXPLAINED) * null or best > MAX_CHI2_PER_CHANNEL * ok.sum() \
-            or moved <= u \
-            or abs(np.log10((eps_a + 1e-12) / (eps_b + 1e-12))) < 0.3:
+    best, eps_a = min((chi2(e), e) for e in CANDIDATES)
+    moved = float(np.abs(np.sqrt((v + eps_b) / (v + eps_a)) - 1).max())
+    if null - best < MIN_IMPROVEMENT or best > (1 - MIN_EXPLAINED) * null or best > MAX_CHI2_PER_CHANNEL * sc.size \
+            or moved <= u or abs(np.log10((eps_a + 1e-12) / (eps_b + 1e-12))) < 0.3:
         return None
-    where = f" ({bn['module']})" if bn.get("module") else ""
-    return {"kind": "bn eps in noise", "eps": float(f"{eps_a:.2g}"), "eps_b": eps_b,
-            "chi2_eps_b": null, "chi2_eps_a": best, "channels": int(ok.sum()),
-            "message": f"bn eps: the per-channel scales of this batch norm's{where} output follow its running_var as "
-                       f"eps = {eps_a:.2g} makes them (B uses {eps_b:g}): over {int(ok.sum())} channels the fit's "
-                       f"chi-square drops from {null:.4g} (eps {eps_b:g}) to {best:.4g}; the largest channel scale "
-                       f"moves by {moved:.2%}, inside the {case.get('precision', 'reduced precision')} budget but "
-                       "systematic"}
+    return null, best, eps_a, moved, int(sc.size)
