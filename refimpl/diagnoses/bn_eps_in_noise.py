@@ -14,7 +14,7 @@ int8 port's weight quantization moves each channel's scale by as much as the eps
 rounded run carries the same quantization), then against 1 (a float16 port that folds BN into its
 conv rounds other numbers than the rounded run does; its per-channel error is the unit roundoff).
 
-case (dict): "name", "a", "b" (same shape, float64), "bn" ({"running_var", "eps", "module"}: the
+case (a dict, or an object with these attributes): "name", "a", "b" (same shape, float64), "bn" ({"running_var", "eps", "module"}: the
 batch norm whose output this tensor is, from compare's context), "unit_roundoff", optional "rounded"
 (refimpl's tensor run in the port's precision).
 """
@@ -58,8 +58,9 @@ def channel_scales(a, b):
 @register("bn eps in noise", applies_to="tensor", order=6, confidence="likely", look_at="this batch norm's eps")
 def check(case):
     """Per-channel scales of a BN's output that follow its running_var as another eps makes them, inside the noise."""
-    bn = case.get("bn")
-    a, b = np.asarray(case["a"], dtype=np.float64), np.asarray(case["b"], dtype=np.float64)
+    get = _getter(case)
+    bn = get("bn")
+    a, b = np.asarray(get("a"), dtype=np.float64), np.asarray(get("b"), dtype=np.float64)
     if bn is None or a.shape != b.shape or a.ndim != 4:
         return None
     var = np.asarray(bn["running_var"], dtype=np.float64).ravel()
@@ -70,9 +71,9 @@ def check(case):
     ok = np.isfinite(s) & np.isfinite(se)
     if ok.sum() < 8:
         return None
-    u = float(case.get("unit_roundoff", 0.0))
+    u = float(get("unit_roundoff", 0.0))
     baselines = []
-    rounded = case.get("rounded")
+    rounded = get("rounded")
     if rounded is not None and np.shape(rounded) == b.shape:
         # refimpl run in the port's precision is the control: its per-channel scales carry the same
         # weight quantization as a correct int8 port's, so the port is measured against them
@@ -95,7 +96,7 @@ def check(case):
             "message": f"bn eps: the per-channel scales of this batch norm's{where} output follow its running_var as "
                        f"eps = {eps_a:.2g} makes them (B uses {eps_b:g}): over {n} channels the fit's "
                        f"chi-square drops from {null:.4g} (eps {eps_b:g}) to {best:.4g}; the largest channel scale "
-                       f"moves by {moved:.2%}, inside the {case.get('precision', 'reduced precision')} budget but "
+                       f"moves by {moved:.2%}, inside the {get('precision', 'reduced precision')} budget but "
                        "systematic"}
 
 
@@ -116,3 +117,8 @@ def _fit(sc, base, sigma, v, eps_b, u):
             or moved <= u or abs(np.log10((eps_a + 1e-12) / (eps_b + 1e-12))) < 0.3:
         return None
     return null, best, eps_a, moved, int(sc.size)
+
+
+def _getter(case):
+    """case.get for a dict case, attribute access for an object case (the catalogue's other kinds)."""
+    return case.get if isinstance(case, dict) else (lambda key, default=None: getattr(case, key, default))
