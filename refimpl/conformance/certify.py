@@ -19,6 +19,14 @@ For each image:
      itself) and its tensors are compared with the float64 trace, tensor by tensor, in data-flow
      order (refimpl.conformance.compare, with the budgets).
 
+Reduced precision (`precision=`, `--precision`; docs/conformance.md, "Reduced precision"): a port in
+fp16, bf16 or int8 - declared by its graph or detected from its tensors' dtypes, and said in the
+report - gets budgets from refimpl run in that precision instead of step 2 (FACTOR[p] * |rounded
+run - f64|(t) + FLOOR[p], refimpl/conformance/precision.py); structural checks (negatives after a
+ReLU, a BN's eps inside the noise) run before the size check; the first divergence is isolated in
+the port's precision (introduced here or inherited); each row gets its SNR and cosine, each image
+the top-k agreement of the logits; a certified verdict says "within fp16 rounding".
+
 Verdicts: `certified` (exit 0) only when, on every image, the final outputs (logits; logits and
 pred_boxes) were compared and every compared tensor is within its budget; `diverges` (exit 1)
 names the first divergence in data-flow order with its diagnosis; `incomplete` (exit 3) when the

@@ -136,7 +136,8 @@ class OnnxAdapter:
             user_map = load_map("transformers_detr.names")
         self.names, self.unmapped = name_outputs(graph, [n for n in reference_names if n not in dict(self.final).values()],
                                                  user_map, backbone_names(spec, checkpoint), spec.task)
-        if not any("pixel_values" in ns for ns in self.names.values()):
+        quantized = any(n.op_type in QUANT_OPS for n in graph.node)
+        if quantized and not any("pixel_values" in ns for ns in self.names.values()):
             source = quantized_input(graph)
             if source is not None:
                 self.names.setdefault(source, []).append("pixel_values")
