@@ -11,11 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import refimpl
 from fixtures_precision import BUGS, EXPECTED
 from refimpl.cli import main
 from refimpl.conformance import precision
+from refimpl.conformance.budgets import relative_error
 from refimpl.conformance.certify import certify
+from refimpl.conformance.trace import trace
 from refimpl.diagnoses import bn_eps_in_noise, negatives_after_relu
+from refimpl.pipeline.decode import read_image
 
 CAT = Path(__file__).parent.parent / "examples" / "cat.png"
 
@@ -102,14 +106,13 @@ def test_bn_eps_in_noise(resnet50_small):
 
 # --- the rounded run and isolate --------------------------------------------------------------------
 
-def test_rounded_run_has_the_reference_names_and_grows_with_depth(resnet50_small):
-    from refimpl.conformance.budgets import relative_error
-    from refimpl.conformance.trace import trace
+@pytest.fixture(scope="module")
+def model64(resnet50_small_dir):
+    """refimpl's reference path in float64 on the 64 px checkpoint (the truth)."""
+    return refimpl.load("resnet-50", resnet50_small_dir, dtype="float64", path="reference")
 
-    model64 = resnet50_small.with_dtype("float64") if hasattr(resnet50_small, "with_dtype") else None
-    import refimpl
 
-    model64 = refimpl.load("resnet-50", resnet50_small.checkpoint.folder, dtype="float64", path="reference")
+def test_rounded_run_has_the_reference_names_and_grows_with_depth(model64):
     t64, _ = trace(CAT.read_bytes(), model64)
     params = model64.checkpoint.params
     for p in ("fp16", "bf16", "int8"):
@@ -121,12 +124,9 @@ def test_rounded_run_has_the_reference_names_and_grows_with_depth(resnet50_small
     assert all(np.array_equal(same[n], t64[n]) for n in same)  # float64 throughout: the truth itself
 
 
-def test_isolate_in_precision_introduced_or_inherited(resnet50_small):
-    import refimpl
-
-    model64 = refimpl.load("resnet-50", resnet50_small.checkpoint.folder, dtype="float64", path="reference")
+def test_isolate_in_precision_introduced_or_inherited(model64):
     params = model64.checkpoint.params
-    pv = model64.preprocess([np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(CAT).convert("RGB"))])
+    pv = model64.preprocess([read_image(CAT)[1]])
     noisy = precision.rounded_trace(params, pv * 1.02, "fp16")  # a port fed a different input: inherited everywhere
     found = precision.isolate(noisy, "resnet.encoder.stages.1.layers.1.layer.1", params, "fp16")
     assert found["verdict"] == "inherited", found["message"]
