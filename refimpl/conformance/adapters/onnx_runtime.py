@@ -85,11 +85,14 @@ def name_outputs(graph, reference_names, user_map=None, backbone=None, task=None
     inputs = {v: ["pixel_values"] for v, ns in structural.items() if "pixel_values" in ns}
 
     paths, unmapped = [], []  # the final outputs are named by position, not by scope
+    weights = {i.name for i in graph.initializer}
     for node in graph.node:
         path = module_path(node)
         if path is not None and user_map:
             path = rename_all(path, user_map)[0]
         paths.append(path)
+        if node.op_type == "DequantizeLinear" and node.input[0] in weights:
+            continue  # a quantized weight dequantized: a weight, not a tensor the model computes
         if path is None:
             unmapped += [o for o in node.output if o and o not in final and o not in inputs]
     chosen = dict(inputs)
@@ -235,9 +238,10 @@ def quantization(graph, named):
 
 
 def quantized_input(graph):
-    """What a quantized graph's stem really reads, when the graph transforms its input first (a
-    channel swap, a normalization): the float tensor its first quantization op quantizes (the stem's
-    ConvInteger or its Conv's DequantizeLinear, walked back), or None when that is the graph's input."""
+    """What a quantized graph's stem really reads, as a float tensor: in a QDQ graph the stem Conv's
+    dequantized input; in a dynamic graph the float tensor its DynamicQuantizeLinear quantizes, when
+    the graph transforms its input first (a channel swap, a normalization) - None when that is the
+    graph's input itself (then refimpl's pixel_values are what it read)."""
     from refimpl.models import resnet
 
     inits = {i.name: i for i in graph.initializer}
@@ -254,11 +258,11 @@ def quantized_input(graph):
     if len(stems) != 1:
         return None
     value = stems[0].input[0]
-    for _ in range(2):  # DequantizeLinear <- QuantizeLinear <- x, or DynamicQuantizeLinear <- x
-        node = producers.get(value)
-        if node is None or node.op_type not in ("DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear"):
-            break
-        value = node.input[0]
+    node = producers.get(value)
+    if node is not None and node.op_type == "DequantizeLinear":
+        return value  # QDQ: the dequantized input the stem's Conv reads
+    if node is not None and node.op_type == "DynamicQuantizeLinear":
+        value = node.input[0]  # dynamic: the float tensor quantized at run time
     graph_inputs = {i.name for i in graph.input} - set(inits)
     node = producers.get(value)
     if value in graph_inputs or node is None or node.op_type in QUANT_OPS:
