@@ -13,6 +13,7 @@ from fixtures_detr import *  # noqa: E402,F401,F403
 from fixtures_families import *  # noqa: E402,F401,F403
 from fixtures_contract import *  # noqa: E402,F401,F403
 from fixtures_audit import weights  # noqa: E402,F401
+from fixtures_precision import precision_legacy_onnx, precision_port  # noqa: E402,F401
 
 REFERENCE_STACK = ("numpy", "torch", "torchvision", "transformers", "timm", "pillow", "safetensors", "hypothesis")
 

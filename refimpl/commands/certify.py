@@ -24,8 +24,11 @@ def register(sub):
     p.add_argument("--revision", help="hub revision")
     p.add_argument("--map-file", metavar="JSON", help="name map for the implementation's tensors (compare's syntax)")
     p.add_argument("--layout", choices=["nchw", "nhwc"], default="nchw", help="nhwc: a channels-last dump")
-    p.add_argument("--factor", type=nonnegative_float, default=None, help="budget factor on refimpl's own float32 error (default 10)")
+    p.add_argument("--factor", type=nonnegative_float, default=None, help="budget factor on refimpl's own float32 error (default 10; reduced precision: its own)")
     p.add_argument("--floor", type=nonnegative_float, default=None, help="budget floor, relative (default 1e-6)")
+    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16", "int8"], default="auto",
+                   help="the port's precision: budgets from refimpl run in it (auto: declared by an int8 graph, else "
+                        "the port's tensor dtypes; docs/conformance.md, Reduced precision)")
     p.add_argument("--tensors", action="store_true", help="print the per-tensor table (budget, headroom)")
     p.add_argument("--json", action="store_true", help="the report as JSON (docs/conformance.md)")
     p.add_argument("--report", metavar="OUT.html", help="also write a self-contained HTML report (verdict, coverage, error vs budget per tensor)")
@@ -33,17 +36,15 @@ def register(sub):
 
 
 def run(args):
-    from refimpl.conformance.budgets import FACTOR, FLOOR
     from refimpl.conformance.certify import certify
 
-    factor = FACTOR if args.factor is None else args.factor
-    floor = FLOOR if args.floor is None else args.floor
+    factor, floor = args.factor, args.floor  # None: the precision's defaults
 
     def progress(i, n, name):
         print(f"[{i}/{n}] {name}", file=sys.stderr)
 
     report = certify(args.impl, args.model.name, args.weights, args.revision, args.images or None, args.map_file,
-                     args.layout, factor, floor, progress=progress)
+                     args.layout, factor, floor, progress=progress, precision=args.precision)
     if args.report:
         _write_html(report.to_json(), args.report)
     if args.json:

@@ -19,6 +19,14 @@ For each image:
      itself) and its tensors are compared with the float64 trace, tensor by tensor, in data-flow
      order (refimpl.conformance.compare, with the budgets).
 
+Reduced precision (`precision=`, `--precision`; docs/conformance.md, "Reduced precision"): a port in
+fp16, bf16 or int8 - declared by its graph or detected from its tensors' dtypes, and said in the
+report - gets budgets from refimpl run in that precision instead of step 2 (FACTOR[p] * |rounded
+run - f64|(t) + FLOOR[p], refimpl/conformance/precision.py); structural checks (negatives after a
+ReLU, a BN's eps inside the noise) run before the size check; the first divergence is isolated in
+the port's precision (introduced here or inherited); each row gets its SNR and cosine, each image
+the top-k agreement of the logits; a certified verdict says "within fp16 rounding".
+
 Verdicts: `certified` (exit 0) only when, on every image, the final outputs (logits; logits and
 pred_boxes) were compared and every compared tensor is within its budget; `diverges` (exit 1)
 names the first divergence in data-flow order with its diagnosis; `incomplete` (exit 3) when the
@@ -32,6 +40,7 @@ from pathlib import Path
 
 from refimpl import __version__, registry
 from refimpl.conformance import adapters
+from refimpl.conformance import precision as reduced
 from refimpl.conformance.budgets import FACTOR, FLOOR, final_outputs, measure_budgets
 from refimpl.conformance.compare import Tensors, compare
 from refimpl.conformance.trace import trace, weights_record
@@ -91,6 +100,16 @@ class CertifyReport:
     floor: float
     cases: list  # [{"name", "input_sha256", "report": compare.Report, "unmapped", "notes"}]
     unmapped: list = field(default_factory=list)
+    precision: str = "fp32"  # the port's precision the budgets were measured for
+    precision_why: str = "default"  # given (--precision) or how it was detected
+
+    @property
+    def reduced(self):
+        return self.precision != "fp32"
+
+    def rounding_words(self):
+        """'fp16 rounding', 'int8 quantization': what explains the differences of a certified port."""
+        return "int8 quantization" if self.precision == "int8" else f"{self.precision} rounding"
 
     @property
     def verdict(self):
@@ -155,8 +174,11 @@ class CertifyReport:
             "hosted_model": self.spec.hosted_name,
             "weights": self.weights,
             "truth": "refimpl reference path, float64",
+            "precision": {"precision": self.precision, "why": self.precision_why},
             "budget_rule": {"text": "per tensor: max|theirs - refimpl f64| <= budget * max|refimpl f64|, "
-                                    "budget = factor * (refimpl f32 vs f64 relative error) + floor",
+                                    + ("budget = factor * (refimpl f32 vs f64 relative error) + floor" if not self.reduced
+                                       else f"budget = factor * (refimpl run in {self.precision} vs f64 relative error) "
+                                            "+ floor; structural checks first"),
                             "factor": self.factor, "floor": self.floor},
             "final_outputs": list(final_outputs(self.spec)),
             "coverage": cov,
@@ -164,7 +186,9 @@ class CertifyReport:
             "min_headroom": self.min_headroom(),
             "unmapped": self.unmapped,
             "cases": [{"name": c["name"], "input_sha256": c["input_sha256"], "verdict": c["report"].verdict,
-                       "notes": c["notes"], "compare": c["report"].to_json()} for c in self.cases],
+                       "notes": c["notes"], "compare": c["report"].to_json(),
+                       **({"top_k": c["top_k"]} if c.get("top_k") else {}),
+                       **({"isolate": c["isolate"]} if c.get("isolate") else {})} for c in self.cases],
         }
 
     def text(self, tensors=False):
@@ -172,8 +196,12 @@ class CertifyReport:
         lines = [f"certify {self.impl} against refimpl {__version__} ({self.spec.name}; truth: reference path, float64)",
                  f"  implementation: {self.description}",
                  f"  weights: {self.weights.get('source')} sha256 {str(self.weights.get('sha256'))[:16]}...",
-                 f"  budget per tensor: {self.factor:g} x refimpl's own float32 error + {self.floor:g}, "
-                 "relative to max|refimpl f64|"]
+                 f"  precision: {self.precision} ({self.precision_why})",
+                 (f"  budget per tensor: {self.factor:g} x refimpl's own float32 error + {self.floor:g}, "
+                  "relative to max|refimpl f64|" if not self.reduced else
+                  f"  budget per tensor: {self.factor:g} x the error of refimpl run in {self.precision} "
+                  f"(weights and stored tensors rounded as the port's) + {self.floor:g}, relative to max|refimpl f64|; "
+                  "structural checks (negatives after a ReLU, a BN's eps, shapes) before the size check")]
         for c in self.cases:
             r = c["report"]
             heads = [x["headroom"] for x in r.compared if isinstance(x.get("headroom"), (int, float))]
@@ -186,6 +214,11 @@ class CertifyReport:
             elif least is not None:
                 line += f"; least headroom {least:.3g}x at {where}"
             lines.append(line)
+            if c.get("top_k"):
+                k = c["top_k"]
+                lines.append(f"    top-1 {'agrees' if k['top1'] else 'DIFFERS'}, top-{k['k']} overlap {k['top_k']:.0%}")
+            if c.get("isolate"):
+                lines.append(f"    isolate in {self.precision}: {c['isolate']['message']}")
             for note in c["notes"]:
                 lines.append(f"    note: {note}")
         if tensors and self.cases:
@@ -211,6 +244,7 @@ class CertifyReport:
             h = self.min_headroom()
             scope = cov["scope"]
             lines.append(f"verdict: CERTIFIED {scope} on {len(self.cases)} image(s)"
+                         + (f" within {self.rounding_words()}" if self.reduced else "")
                          + (" - only the final outputs were compared" if scope == "on outputs" else "")
                          + (f"; least headroom {h['headroom']:.3g}x at {h['name']}" if h else ""))
         return "\n".join(lines)
@@ -224,8 +258,14 @@ def reference_traces(model64, model32, data):
 
 
 def certify(impl, model="resnet-50", weights=None, revision=None, images=None, map_file=None, layout="nchw",
-            factor=FACTOR, floor=FLOOR, progress=None):
-    """Run IMPL and refimpl on `images` (paths or {name: bytes}; default: the examples) -> CertifyReport."""
+            factor=None, floor=None, progress=None, precision="auto"):
+    """Run IMPL and refimpl on `images` (paths or {name: bytes}; default: the examples) -> CertifyReport.
+
+    precision: "fp32", "fp16", "bf16", "int8", or "auto" (default): what the port declares (an int8
+    ONNX graph), else its tensors' dtypes (float16, bfloat16), else fp32. In a reduced precision the
+    budgets come from refimpl run in it (refimpl/conformance/precision.py) and structural checks run
+    before the size check. factor, floor: None for the precision's defaults."""
+    reduced.check_precision(precision)
     spec = registry.get(model)
     model32 = registry.load(spec.name, weights, revision, "float32", "reference")
     model64 = registry.load(spec.name, weights, revision, "float64", "reference")
@@ -240,7 +280,24 @@ def certify(impl, model="resnet-50", weights=None, revision=None, images=None, m
         case = adapters.Case(name, data, Path(name).suffix or ".png", decode_image(data),
                              t32["pixel_values"], t32.get("pixel_mask"))
         result = adapter.run(case)
-        budgets = {n: b["budget"] for n, b in measure_budgets(t32, t64, factor, floor).items()}
+        if i == 0:
+            chosen, why = ((precision, "given (--precision)") if precision != "auto" else
+                           reduced.detect(result.tensors, getattr(adapter, "precision", None)))
+            if chosen != "fp32" and spec.task != "image-classification":
+                raise reduced.PrecisionError(f"{impl}: runs in {chosen} ({why}); refimpl runs reduced precision "
+                                             f"for {registry.get('resnet-50').name} only, not {spec.name}")
+            if factor is None:
+                factor = FACTOR if chosen == "fp32" else reduced.FACTOR[chosen]
+            if floor is None:
+                floor = FLOOR if chosen == "fp32" else reduced.FLOOR[chosen]
+        structural = None
+        if chosen == "fp32":
+            budgets = {n: b["budget"] for n, b in measure_budgets(t32, t64, factor, floor).items()}
+        else:
+            quant = getattr(adapter, "quantization", None)
+            rounded = reduced.rounded_trace(model64.checkpoint.params, t32["pixel_values"], chosen, quant)
+            budgets = {n: b["budget"] for n, b in reduced.measure_budgets(rounded, t64, chosen, factor, floor).items()}
+            structural = reduced.structural_check(chosen, rounded)
         reference = Tensors(f"refimpl float64 ({name})", "trace", t64, {"model": spec.name, "dtype": "float64"}, True)
         theirs = Tensors(f"{impl} ({name})", "adapter", result.tensors, {}, False)
         if not result.tensors:
@@ -249,13 +306,18 @@ def certify(impl, model="resnet-50", weights=None, revision=None, images=None, m
         # The checkpoint's BN statistics and the image let the diagnosis name a wrong eps or a
         # wrong resize filter (float64 params: the reference is the float64 trace).
         report = compare(theirs, reference, budgets=budgets, params=model64.checkpoint.params, image=case.pixels,
-                         preprocessor=model32.checkpoint.preprocessor)
-        cases.append({"name": name, "input_sha256": sha256_bytes(data), "report": report,
-                      "unmapped": result.unmapped, "notes": result.notes})
+                         preprocessor=model32.checkpoint.preprocessor, structural=structural)
+        found = {"name": name, "input_sha256": sha256_bytes(data), "report": report,
+                 "unmapped": result.unmapped, "notes": result.notes}
+        if chosen != "fp32":
+            reduced.annotate(found, result.tensors, t64, chosen, model64.checkpoint.params,
+                             getattr(adapter, "quantization", None), budgets, structural)
+        cases.append(found)
         unmapped += [u for u in result.unmapped if u not in unmapped]
         if progress:
             progress(i + 1, len(inputs), name)
-    return CertifyReport(impl, adapter.describe(), spec, weights_record(model32), factor, floor, cases, unmapped)
+    return CertifyReport(impl, adapter.describe(), spec, weights_record(model32), factor, floor, cases, unmapped,
+                         chosen, why)
 
 
 __all__ = ["certify", "CertifyReport", "default_images", "part_of", "EXIT_CODES"]

@@ -23,6 +23,17 @@ A graph without any scope information (another exporter, stripped names) is alig
 structure instead (onnx_align.py): the backbone's convolutions, activations, additions and
 poolings are matched in data-flow order against refimpl's walk over ResNet-50 and named; what
 does not match is listed as unmapped, never guessed.
+
+Reduced precision: a float16 graph (onnxconverter-common) is fed its input in the dtype it
+declares; its float16 tensors are returned as they are (certify detects fp16 from them). A
+quantized graph (ORT `quantize_dynamic`: DynamicQuantizeLinear + ConvInteger; `quantize_static`
+QDQ: QuantizeLinear + DequantizeLinear) is compared on its float tensors only: a node whose
+output is integer codes (QuantizeLinear, DynamicQuantizeLinear, ConvInteger, MatMulInteger) never
+names a tensor, so a layer's name lands on its DequantizeLinear (QDQ: the dequantized activation
+the next layer reads) or on its last float op (dynamic). The adapter declares the precision
+"int8" and how the graph quantizes (`quantization`: dynamic or static, weights per channel or per
+tensor, the activation scales the graph declares for named tensors), which refimpl's int8 run
+uses (refimpl/conformance/precision.py).
 """
 
 import ast
@@ -34,6 +45,9 @@ from refimpl.errors import AdapterError
 from .base import Result, to_nchw
 
 SCOPES = "pkg.torch.onnx.name_scopes"
+# ops whose outputs are integer codes or accumulators, never a tensor to compare
+CODE_OPS = ("QuantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul")
+QUANT_OPS = CODE_OPS + ("DequantizeLinear",)
 
 
 def module_path(node):
@@ -71,18 +85,22 @@ def name_outputs(graph, reference_names, user_map=None, backbone=None, task=None
     inputs = {v: ["pixel_values"] for v, ns in structural.items() if "pixel_values" in ns}
 
     paths, unmapped = [], []  # the final outputs are named by position, not by scope
+    weights = {i.name for i in graph.initializer}
     for node in graph.node:
         path = module_path(node)
         if path is not None and user_map:
             path = rename_all(path, user_map)[0]
         paths.append(path)
+        if node.op_type == "DequantizeLinear" and node.input[0] in weights:
+            continue  # a quantized weight dequantized: a weight, not a tensor the model computes
         if path is None:
             unmapped += [o for o in node.output if o and o not in final and o not in inputs]
     chosen = dict(inputs)
     for name in reference_names:
         last = None
         for i, path in enumerate(paths):
-            if path is not None and (path == name or path.startswith(name + ".")):
+            if path is not None and (path == name or path.startswith(name + ".")) \
+                    and graph.node[i].op_type not in CODE_OPS:
                 last = i
         if last is not None and graph.node[last].output:
             chosen.setdefault(graph.node[last].output[0], []).append(name)
@@ -121,6 +139,12 @@ class OnnxAdapter:
             user_map = load_map("transformers_detr.names")
         self.names, self.unmapped = name_outputs(graph, [n for n in reference_names if n not in dict(self.final).values()],
                                                  user_map, backbone_names(spec, checkpoint), spec.task)
+        quantized = any(n.op_type in QUANT_OPS for n in graph.node)
+        if quantized and not any("pixel_values" in ns for ns in self.names.values()):
+            source = quantized_input(graph)
+            if source is not None:
+                self.names.setdefault(source, []).append("pixel_values")
+                self.unmapped = [u for u in self.unmapped if u != source]
         for value in list(self.names):
             if value in finals:  # already a graph output
                 continue
@@ -135,6 +159,10 @@ class OnnxAdapter:
         except Exception as e:  # onnxruntime raises its own exception types
             raise AdapterError(f"onnx:{file}: ONNX Runtime cannot run it: {e}") from e
         self.file, self.layout, self.version = file, layout, onnxruntime.__version__
+        self.quantization = quantization(graph, self.names)
+        self.precision = (("int8", f"declared by the graph: {self.quantization.describe()}")
+                          if self.quantization is not None else None)
+        self.input_types = {i.name: i.type.tensor_type.elem_type for i in graph.input}
         self.exporter = ("dynamo (name scopes)" if any(p.key == SCOPES for n in graph.node for p in n.metadata_props)
                          else "legacy (node names)" if has_scopes else "structural alignment (no scopes)")
 
@@ -144,7 +172,11 @@ class OnnxAdapter:
         return f"ONNX Runtime {self.version} on {self.file} ({source}; {sum(map(len, self.names.values()))} intermediates named)"
 
     def run(self, case):
-        feeds = {self.inputs[0]: case.pixel_values.astype(np.float32)}
+        from onnx import helper
+
+        dtype = helper.tensor_dtype_to_np_dtype(self.input_types[self.inputs[0]]) if self.input_types.get(self.inputs[0]) \
+            else np.float32
+        feeds = {self.inputs[0]: case.pixel_values.astype(dtype if dtype in (np.float16, np.float64) else np.float32)}
         if len(self.inputs) > 1 and case.pixel_mask is not None:
             feeds[self.inputs[1]] = case.pixel_mask
         wanted = [o for o, _ in self.final] + [v for v in self.names if v not in dict(self.final)]
@@ -156,3 +188,83 @@ class OnnxAdapter:
         for value, name in self.final:
             tensors[name] = values[value]
         return Result(to_nchw(tensors, self.layout), list(self.unmapped))
+
+
+def quantization(graph, named):
+    """How a quantized graph quantizes (refimpl.conformance.precision.Quantization), or None for a
+    float graph. named: {value: [checkpoint names]} (name_outputs): a named value that a
+    DequantizeLinear produces has its scale and zero point read from the graph."""
+    from onnx import numpy_helper
+
+    from refimpl.conformance.precision import Quantization
+
+    ops = {n.op_type for n in graph.node}
+    if not ops & set(QUANT_OPS):
+        return None
+    inits = {i.name: i for i in graph.initializer}
+
+    def array(name):
+        return numpy_helper.to_array(inits[name]) if name in inits else None
+
+    dynamic = "DynamicQuantizeLinear" in ops
+    per_channel = False
+    for node in graph.node:  # a weight's zero point (or scale) with one entry per output channel
+        if node.op_type in ("ConvInteger", "MatMulInteger") and len(node.input) > 3:
+            zp = array(node.input[3])
+            per_channel |= zp is not None and zp.size > 1
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            scale = array(node.input[1])
+            per_channel |= scale is not None and scale.size > 1 and array(node.input[0]).dtype == np.int8
+    scales = {}
+    producers = {o: n for n in graph.node for o in n.output}
+    for value, names in named.items():
+        node = producers.get(value)
+        if node is None or node.op_type != "DequantizeLinear" or len(node.input) < 3:
+            continue
+        scale, zero = array(node.input[1]), array(node.input[2])
+        if scale is None or zero is None or scale.size != 1:
+            continue
+        bounds = (-128, 127) if zero.dtype == np.int8 else (0, 255)
+        for name in names:
+            scales[name] = (float(scale.reshape(-1)[0]), float(zero.reshape(-1)[0]), *bounds)
+    inputs = ({i.name for i in graph.input} - set(inits)) | {v for v, ns in named.items() if "pixel_values" in ns}
+    for node in graph.node:  # the model's input, quantized by the graph's first QuantizeLinear
+        if node.op_type == "QuantizeLinear" and node.input[0] in inputs and len(node.input) > 2:
+            scale, zero = array(node.input[1]), array(node.input[2])
+            if scale is not None and zero is not None and scale.size == 1:
+                bounds = (-128, 127) if zero.dtype == np.int8 else (0, 255)
+                scales.setdefault("pixel_values", (float(scale.reshape(-1)[0]), float(zero.reshape(-1)[0]), *bounds))
+    return Quantization("dynamic" if dynamic else "static", per_channel, scales)
+
+
+def quantized_input(graph):
+    """What a quantized graph's stem really reads, as a float tensor: in a QDQ graph the stem Conv's
+    dequantized input; in a dynamic graph the float tensor its DynamicQuantizeLinear quantizes, when
+    the graph transforms its input first (a channel swap, a normalization) - None when that is the
+    graph's input itself (then refimpl's pixel_values are what it read)."""
+    from refimpl.models import resnet
+
+    inits = {i.name: i for i in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+
+    def weight_shape(value):
+        node = producers.get(value)
+        if node is not None and node.op_type == "DequantizeLinear":
+            value = node.input[0]
+        return tuple(inits[value].dims) if value in inits else None
+
+    stems = [n for n in graph.node if n.op_type in ("Conv", "ConvInteger") and len(n.input) > 1
+             and weight_shape(n.input[1]) == (resnet.STEM_WIDTH, 3, 7, 7)]
+    if len(stems) != 1:
+        return None
+    value = stems[0].input[0]
+    node = producers.get(value)
+    if node is not None and node.op_type == "DequantizeLinear":
+        return value  # QDQ: the dequantized input the stem's Conv reads
+    if node is not None and node.op_type == "DynamicQuantizeLinear":
+        value = node.input[0]  # dynamic: the float tensor quantized at run time
+    graph_inputs = {i.name for i in graph.input} - set(inits)
+    node = producers.get(value)
+    if value in graph_inputs or node is None or node.op_type in QUANT_OPS:
+        return None
+    return value

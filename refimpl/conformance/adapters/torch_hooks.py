@@ -109,8 +109,22 @@ def record(module, call, name_map, reference_names):
         if names_for(key) or (k == "0" and names_for(bare)):
             continue
         unmapped.append(bare if counts[path] == 1 else key)
-    tensors = {name: t.float().numpy() if t.dtype == torch.bfloat16 else t.numpy() for name, t in kept.items()}
+    tensors = {name: _numpy(t) for name, t in kept.items()}
     return Result(tensors, unmapped, notes), output
+
+
+def _numpy(t):
+    """A tensor -> numpy, keeping its precision: bfloat16 (which numpy lacks) as ml_dtypes.bfloat16
+    when ml_dtypes is installed, else float32 (certify then cannot detect bf16: --precision bf16)."""
+    import torch
+
+    if t.dtype != torch.bfloat16:
+        return t.numpy()
+    try:
+        import ml_dtypes
+    except ImportError:
+        return t.float().numpy()
+    return t.float().numpy().astype(ml_dtypes.bfloat16)  # exact: every bfloat16 is a float32
 
 
 def final_outputs(output, spec):
@@ -171,6 +185,14 @@ def post_process_tensors(postprocess, output, size):
     return out
 
 
+def _module_dtype(module):
+    """The floating dtype of a module's parameters (torch.float16 after `.half()`), or None."""
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return None
+
+
 def run_module(module, case, spec, name_map, reference_names, preprocess=None, postprocess=None):
     """Run a torch module on one case with hooks; the final outputs come from its return value.
     preprocess: the implementation's own (PIL.Image -> pixel_values tensor); without it the module
@@ -190,6 +212,9 @@ def run_module(module, case, spec, name_map, reference_names, preprocess=None, p
             pv = pv[None]
     else:
         pv = torch.from_numpy(case.pixel_values.astype(np.float32))
+    dtype = _module_dtype(module)
+    if dtype is not None and dtype != pv.dtype:  # a module in .half() / bfloat16 reads its own dtype
+        pv = pv.to(dtype)
     kwargs = {}
     if case.pixel_mask is not None and preprocess is None:
         try:
@@ -203,5 +228,5 @@ def run_module(module, case, spec, name_map, reference_names, preprocess=None, p
         with torch.no_grad():
             result.tensors.update(post_process_tensors(postprocess, output, tuple(case.pixels.shape[:2])))
     if preprocess is not None:
-        result.tensors["pixel_values"] = pv.numpy()  # their own preprocessing is under test too
+        result.tensors["pixel_values"] = _numpy(pv)  # their own preprocessing is under test too
     return result
