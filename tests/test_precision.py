@@ -170,6 +170,11 @@ def test_correct_ports_certify_within_their_precision(resnet50_small_dir, precis
     assert data["precision"]["precision"] == report.precision and json.loads(json.dumps(data)) == data
     if kind.startswith("int8"):  # compared on float tensors only, never on integer codes
         assert all(r["dtype_a"].startswith("float") for r in report.cases[0]["report"].compared)
+    # the HTML report says the same: the precision, and what explains the differences
+    from refimpl.reports.html import render_certify
+
+    page = render_certify(data)
+    assert f"<b id=precision>{report.precision}</b>" in page and f"within {words}" in page and "CERTIFIED" in page
 
 
 def test_fp16_port_told_fp32_diverges_and_auto_certifies(resnet50_small_dir, precision_port, capsys):

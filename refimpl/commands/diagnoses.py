@@ -4,7 +4,7 @@ One entry per diagnosis (refimpl/diagnoses/), listed by what it explains, in the
 tried: "tensor" (compare and certify, at the first divergence: the first entry that explains A
 wins), "pixel_values" (the input, given the image: after generic drift), "layer" (isolate: a DETR
 transformer layer re-run with one porting bug), "claim" (the judge: a claimed answer's
-signatures). Each says how sure it is (certain: the named transformation reproduces A within the
+signatures), "structure" (certify in reduced precision: checked before the size check). Each says how sure it is (certain: the named transformation reproduces A within the
 tolerance; likely: a pattern points at it; unknown) and what to look at. --json for the same as
 JSON; --markdown for docs/diagnoses.md (tests/test_diagnoses_catalogue.py fails when it is stale).
 """
@@ -20,6 +20,8 @@ WHAT = {
              "output is named",
     "claim": "the judge (audit, audit-dir, check-endpoint): signatures of a claimed answer, recognised, undone "
              "and named",
+    "structure": "certify in reduced precision (fp16, bf16, int8): structural checks run on every compared tensor "
+                 "before the size check, so a bug inside the rounding noise is named",
 }
 
 

@@ -19,7 +19,10 @@ An entry (`Diagnosis`) has:
                diagnosis does not explain the difference. "layer": `check(params, layer, inputs)
                -> the layer's output` with the porting bug (detr_layer.py). "claim": a pure
                function of the claimed and reference arrays -> None or {"detail", the undone
-               arrays} (claim_*.py)
+               arrays} (claim_*.py). "structure": `check(case) -> dict | None` (case: a dict or an
+               object with name, a, b, budget, precision, ...): a structural check run on every
+               compared tensor BEFORE the size check in reduced precision, so a bug inside the
+               rounding noise is named (refimpl.conformance.precision); never walked by diagnose()
     confidence "certain" (the named transformation reproduces A within the tolerance), "likely"
                (a pattern points at it) or "unknown"
     look_at    what a person should look at in their code (a "tensor" check's dict may set its
@@ -43,7 +46,7 @@ Modules register themselves on import; `load_all()` imports every module of this
 from dataclasses import dataclass
 from typing import Callable
 
-APPLIES_TO = ("tensor", "pixel_values", "layer", "claim")
+APPLIES_TO = ("tensor", "pixel_values", "layer", "claim", "structure")
 CONFIDENCES = ("certain", "likely", "unknown")
 
 

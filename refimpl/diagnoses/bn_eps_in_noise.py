@@ -56,7 +56,7 @@ def channel_scales(a, b):
     return s, se
 
 
-@register("bn eps in noise", applies_to="tensor", order=6, confidence="likely", look_at="this batch norm's eps")
+@register("bn eps in noise", applies_to="structure", order=20, confidence="likely", look_at="this batch norm's eps")
 def check(case):
     """Per-channel scales of a BN's output that follow its running_var as another eps makes them, inside the noise."""
     get = _getter(case)

@@ -20,7 +20,7 @@ ZERO_FRACTION = 0.01
 NEGATIVE_FRACTION = 0.001
 
 
-@register("negatives after relu", applies_to="tensor", order=5, confidence="certain",
+@register("negatives after relu", applies_to="structure", order=10, confidence="certain",
           look_at="the activation after this op (missing in A), or where A's tensor was tapped (before the ReLU)")
 def check(case):
     """A has negative values where the reference's tensor is a ReLU's output (>= 0 with exact zeros)."""

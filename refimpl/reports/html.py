@@ -231,8 +231,12 @@ def render_certify(report, title="refimpl certify"):
     first = report.get("first_divergence")
     cases = report.get("cases") or []
     head = report.get("min_headroom")
+    prec = report.get("precision") or {}
+    reduced = prec.get("precision") not in (None, "fp32")
+    within = (" within " + ("int8 quantization" if prec.get("precision") == "int8" else f"{prec.get('precision')} rounding")
+              if reduced else "")
     if verdict == "certified":
-        sub = (f"{cov.get('scope', '')} on {len(cases)} image(s): every compared tensor within its budget"
+        sub = (f"{cov.get('scope', '')} on {len(cases)} image(s){within}: every compared tensor within its budget"
                + (f"; least headroom {float(head['headroom']):.3g}x at {head['name']}" if head and _float(head.get('headroom')) else ""))
     elif verdict == "diverges" and first:
         sub = f"first divergence {first['name']} (image {first.get('case')}): {(first.get('diagnosis') or {}).get('kind')}"
@@ -245,7 +249,8 @@ def render_certify(report, title="refimpl certify"):
     body = [f"<p class=meta>implementation: {_e(impl.get('spec'))} ({_e(impl.get('description'))})<br>model "
             f"{_e(report.get('model'))}; truth: {_e(report.get('truth'))}; weights {_e(weights.get('source'))} sha256 "
             f"{_e(str(weights.get('sha256'))[:16])}...<br>budget: {_e(rule.get('text'))} (factor {_e(rule.get('factor'))}, "
-            f"floor {_e(rule.get('floor'))})</p>"]
+            f"floor {_e(rule.get('floor'))})<br>precision: <b id=precision>{_e(prec.get('precision', 'fp32'))}</b> "
+            f"({_e(prec.get('why', ''))})</p>"]
     parts_covered, parts_missing = cov.get("parts_covered") or [], cov.get("parts_missing") or []
     body.append(f"<h2>Coverage</h2><p id=coverage>{cov.get('compared', 0)} of the reference's "
                 f"{cov.get('reference_tensors', 0)} tensors compared ({_e(cov.get('scope', ''))}); "
@@ -262,6 +267,12 @@ def render_certify(report, title="refimpl certify"):
         case_word = {"agree": "CERTIFIED", "disagree": "DIVERGES"}.get(c.get("verdict"), "INCOMPLETE")
         body.append(f"<h2>Image {_e(c.get('name'))}: {case_word}</h2>")
         body += [f"<p class=meta>note: {_e(n)}</p>" for n in c.get("notes") or []]
+        if c.get("top_k"):  # reduced precision: does the port still rank the classes the same?
+            k = c["top_k"]
+            body.append(f"<p class=meta>top-1 {'agrees' if k.get('top1') else 'DIFFERS'}; top-{_e(k.get('k'))} overlap "
+                        f"{float(k.get('top_k', 0)):.0%}</p>")
+        if c.get("isolate"):
+            body.append(f"<p class=meta>isolate in {_e(prec.get('precision'))}: {_e(c['isolate'].get('message', c['isolate']))}</p>")
         body.append(_compare_body(cmp, with_diagnosis=False))
     if not cases:
         body.append("<p class=meta>no image was compared</p>")
