@@ -54,20 +54,21 @@ def relative_error(a, b):
     return diff / scale
 
 
-def measure_budgets(trace32, trace64, factor=FACTOR, floor=FLOOR):
-    """{name: {"f32_error": e32, "budget": factor * e32 + floor}} for every tensor both traces have.
+def measure_budgets(trace32, trace64, factor=FACTOR, floor=FLOOR, key="f32_error"):
+    """{name: {key: e32, "budget": factor * e32 + floor}} for every tensor both traces have.
 
-    trace32, trace64: refimpl traces of the same input in float32 and float64 (dicts name -> array).
-    Integer tensors (the decoded image, a mask) must match exactly: budget 0."""
+    trace32, trace64: refimpl traces of the same input in float32 (or another precision's rounded
+    run: key "rounding_error") and float64 (dicts name -> array). Integer tensors (the decoded
+    image, a mask) must match exactly: budget 0."""
     out = {}
     for name, t64 in trace64.items():
         t32 = trace32.get(name)
         if t32 is None or np.shape(t32) != np.shape(t64):
             continue
         if not np.issubdtype(np.asarray(t64).dtype, np.floating):
-            out[name] = {"f32_error": 0.0, "budget": 0.0}
+            out[name] = {key: 0.0, "budget": 0.0}
             continue
         e = relative_error(t32, t64)
-        out[name] = {"f32_error": e, "budget": factor * e + floor}
+        out[name] = {key: e, "budget": factor * e + floor}
     return out
 

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from refimpl.conformance import budgets
+from refimpl.conformance.budgets import relative_error
 from refimpl.errors import RefimplError
 from refimpl.models import ops, resnet
 from refimpl.numerics import as_float64
@@ -239,22 +241,10 @@ def rounded_trace(params, pixel_values, precision, quantization=None, names=resn
 
 def measure_budgets(rounded, trace64, precision, factor=None, floor=None):
     """{name: {"rounding_error": e_p, "budget": factor * e_p + floor}} for every tensor both have
-    (budgets.measure_budgets' shape, for reduced precision)."""
-    from refimpl.conformance.budgets import relative_error
-
+    (budgets.measure_budgets with this precision's factor and floor)."""
     factor = FACTOR[precision] if factor is None else factor
     floor = FLOOR[precision] if floor is None else floor
-    out = {}
-    for name, t64 in trace64.items():
-        r = rounded.get(name)
-        if r is None or np.shape(r) != np.shape(t64):
-            continue
-        if not np.issubdtype(np.asarray(t64).dtype, np.floating):
-            out[name] = {"rounding_error": 0.0, "budget": 0.0}
-            continue
-        e = relative_error(r, t64)
-        out[name] = {"rounding_error": e, "budget": factor * e + floor}
-    return out
+    return budgets.measure_budgets(rounded, trace64, factor, floor, key="rounding_error")
 
 
 # --- detection and the metrics of a quantized comparison ---------------------------------------------
@@ -353,8 +343,6 @@ def isolate(trace_a, name, params, precision, quantization=None, factor=None, fl
 
     -> {"verdict": "introduced here" | "inherited", "layer", "inputs", "max_rel", "budget", "message"};
     None when refimpl cannot re-run that tensor (its input is not in A's dump, or it is not a layer)."""
-    from refimpl.conformance.budgets import relative_error
-
     units = _units(names)
     if name not in units or name not in trace_a or not all(s in trace_a for s in units[name][0]):
         return None
