@@ -213,3 +213,18 @@ def test_reduced_precision_detr_is_refused_by_name(detr_small_dirs, capsys):
                  str(detr_small_dirs["transformers"]), "--precision", "fp16"])
     err = capsys.readouterr().err
     assert code == 2 and "PrecisionError" in err and "resnet-50 only" in err
+
+
+@pytest.mark.slow  # the family checkpoints take ~45 s to synthesize
+@pytest.mark.parametrize("name", ["resnet-18", "resnet-101"])
+def test_the_rounded_run_walks_any_family_member(family_dirs, name):
+    """Basic blocks (2 steps) and a 33-block ResNet: in fp32 the rounded run is refimpl's float64
+    trace itself; in fp16 every tensor is there and its error is of fp16's size."""
+    model = refimpl.load(name, family_dirs[name], dtype="float64", path="reference")
+    t64, _ = trace(CAT.read_bytes(), model)
+    params, names = model.checkpoint.params, model.backbone_names
+    same = precision.rounded_trace(params, t64["pixel_values"], "fp32", names=names)
+    assert set(same) == set(t64) - {"image"} and all(np.array_equal(same[n], t64[n]) for n in same)
+    r = precision.rounded_trace(params, t64["pixel_values"], "fp16", names=names)
+    assert set(r) == set(t64) - {"image"}
+    assert precision.UNIT_ROUNDOFF["fp16"] / 4 < relative_error(r["classifier.1"], t64["classifier.1"]) < 0.1

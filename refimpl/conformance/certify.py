@@ -285,7 +285,7 @@ def certify(impl, model="resnet-50", weights=None, revision=None, images=None, m
                            reduced.detect(result.tensors, getattr(adapter, "precision", None)))
             if chosen != "fp32" and spec.task != "image-classification":
                 raise reduced.PrecisionError(f"{impl}: runs in {chosen} ({why}); refimpl runs reduced precision "
-                                             f"for {registry.get('resnet-50').name} only, not {spec.name}")
+                                             f"for the ResNet classifiers only, not {spec.name}")
             if factor is None:
                 factor = FACTOR if chosen == "fp32" else reduced.FACTOR[chosen]
             if floor is None:
@@ -295,7 +295,8 @@ def certify(impl, model="resnet-50", weights=None, revision=None, images=None, m
             budgets = {n: b["budget"] for n, b in measure_budgets(t32, t64, factor, floor).items()}
         else:
             quant = getattr(adapter, "quantization", None)
-            rounded = reduced.rounded_trace(model64.checkpoint.params, t32["pixel_values"], chosen, quant)
+            rounded = reduced.rounded_trace(model64.checkpoint.params, t32["pixel_values"], chosen, quant,
+                                            model64.backbone_names)
             budgets = {n: b["budget"] for n, b in reduced.measure_budgets(rounded, t64, chosen, factor, floor).items()}
             structural = reduced.structural_check(chosen, rounded)
         reference = Tensors(f"refimpl float64 ({name})", "trace", t64, {"model": spec.name, "dtype": "float64"}, True)
@@ -311,7 +312,7 @@ def certify(impl, model="resnet-50", weights=None, revision=None, images=None, m
                  "unmapped": result.unmapped, "notes": result.notes}
         if chosen != "fp32":
             reduced.annotate(found, result.tensors, t64, chosen, model64.checkpoint.params,
-                             getattr(adapter, "quantization", None), budgets, structural)
+                             getattr(adapter, "quantization", None), budgets, structural, model64.backbone_names)
         cases.append(found)
         unmapped += [u for u in result.unmapped if u not in unmapped]
         if progress:

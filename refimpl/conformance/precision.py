@@ -193,11 +193,11 @@ def conv_inputs(names=resnet.CLASSIFIER_NAMES):
     """The tensors a Conv or the classifier reads: dynamic quantization quantizes exactly these."""
     blocks = list(resnet.blocks(names))
     return ({"pixel_values", names.stem()[3], "resnet.pooler"} | {b.name for b in blocks}
-            | {s for b in blocks for s in b.steps[:2]})
+            | {s for b in blocks for s in b.steps[:-1]})  # every step a conv reads
 
 
 def rounded_trace(params, pixel_values, precision, quantization=None, names=resnet.CLASSIFIER_NAMES):
-    """refimpl's ResNet-50 classifier run in a port's precision -> {trace name: float64 array} with the
+    """refimpl's ResNet classifier (any family member: `names`) run in a port's precision -> {trace name: float64 array} with the
     reference trace's names (pixel_values ... classifier.1). params: the checkpoint ({key: array});
     pixel_values: (N, 3, H, W), refimpl's preprocessing."""
     from refimpl.conformance.isolate import layer_units
@@ -229,7 +229,7 @@ def rounded_trace(params, pixel_values, precision, quantization=None, names=resn
         else:
             shortcut = exposed[previous]  # an Add reads the stored tensor (dynamic int8: not quantized)
         # the block's output from the stored step and shortcut, as a port adds its stored tensors
-        keep(block.name, ops.relu(fed[block.steps[2]] + shortcut))
+        keep(block.name, ops.relu(fed[block.steps[-1]] + shortcut))
         if block.last_in_stage:
             exposed[names.stage(block.stage)], fed[names.stage(block.stage)] = exposed[block.name], fed[block.name]
         previous = block.name
@@ -325,9 +325,9 @@ def _units(names):
     for block in resnet.blocks(names):
         if block.shortcut is not None:
             units[block.shortcut_out] = ((previous,), lambda p, x, b=block: resnet.conv_bn(p, *b.shortcut, x, stride=b.stride))
-            units[block.name] = ((block.steps[2], block.shortcut_out), lambda p, h, s: ops.relu(h + s))
+            units[block.name] = ((block.steps[-1], block.shortcut_out), lambda p, h, s: ops.relu(h + s))
         else:
-            units[block.name] = ((block.steps[2], previous), lambda p, h, s: ops.relu(h + s))
+            units[block.name] = ((block.steps[-1], previous), lambda p, h, s: ops.relu(h + s))
         previous = block.name
     return units
 
@@ -384,7 +384,8 @@ def isolate(trace_a, name, params, precision, quantization=None, factor=None, fl
                        f"{budget:.3g}: {what}"}
 
 
-def annotate(case, tensors_a, trace64, precision, params, quantization, budgets, structural=None):
+def annotate(case, tensors_a, trace64, precision, params, quantization, budgets, structural=None,
+             names=resnet.CLASSIFIER_NAMES):
     """Add what a reduced-precision comparison reports besides max errors to one certify case: each
     compared row's SNR (dB) and cosine similarity against the float64 truth, top-k agreement of the
     logits, and at the first divergence the isolate verdict in the port's precision."""
@@ -397,7 +398,8 @@ def annotate(case, tensors_a, trace64, precision, params, quantization, budgets,
     if "classifier.1" in tensors_a and "classifier.1" in trace64:
         case["top_k"] = top_k_agreement(tensors_a["classifier.1"], trace64["classifier.1"])
     if report.first is not None:
-        found = isolate(tensors_a, report.first["name"], params, precision, quantization, structural=structural)
+        found = isolate(tensors_a, report.first["name"], params, precision, quantization, structural=structural,
+                        names=names)
         if found is not None:
             case["isolate"] = found
             report.first["isolate"] = found["verdict"]
