@@ -206,13 +206,13 @@ def test_planted_bugs_diverge_at_the_right_tensor(resnet50_small_dir, precision_
 
 @pytest.mark.slow
 def test_reduced_precision_detr_is_refused_by_name(detr_small_dirs, capsys):
-    """refimpl runs reduced precision for ResNet-50 only: a DETR port in fp16 is refused (exit 2),
+    """refimpl runs reduced precision for the ResNet classifiers only: a DETR port in fp16 is refused (exit 2),
     never certified against float32 budgets."""
     street = Path(__file__).parent.parent / "examples" / "street.jpg"
     code = main(["certify", "transformers", str(street), "--model", "detr-resnet-50", "--weights",
                  str(detr_small_dirs["transformers"]), "--precision", "fp16"])
     err = capsys.readouterr().err
-    assert code == 2 and "PrecisionError" in err and "resnet-50 only" in err
+    assert code == 2 and "PrecisionError" in err and "ResNet classifiers only, not detr-resnet-50" in err
 
 
 @pytest.mark.slow  # the family checkpoints take ~45 s to synthesize
